@@ -1,0 +1,258 @@
+//! The repository configuration file, `.github/kubeharden.yaml` (or `.kubeharden.yaml`).
+//!
+//! Parsed with spans like everything else, so every error names the file, line and key. All
+//! problems are collected before reporting, as cargo-deny does, so one run shows them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use crate::k8s::KubeVersion;
+use crate::lint::Settings;
+use crate::rules::{Profile, Registry, Severity};
+use crate::source::{SourceFile, TextRange};
+use crate::yaml::{self, de::from_node};
+
+/// Where a repository keeps its configuration, in the order they are looked for.
+pub const CONFIG_PATHS: [&str; 2] = [".github/kubeharden.yaml", ".kubeharden.yaml"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Raw {
+    profile: Option<Profile>,
+    kubernetes_version: Option<KubeVersion>,
+    fail_on: Option<Severity>,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    paths: RawPaths,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRules {
+    #[serde(default)]
+    enable: Vec<String>,
+    #[serde(default)]
+    disable: Vec<String>,
+    #[serde(default)]
+    severity: BTreeMap<String, Severity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPaths {
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+/// A repository's configuration, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub profile: Option<Profile>,
+    pub kubernetes_version: Option<KubeVersion>,
+    pub fail_on: Option<Severity>,
+    pub enable: BTreeSet<String>,
+    pub disable: BTreeSet<String>,
+    pub severity: BTreeMap<String, Severity>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    include_set: Option<GlobSet>,
+    exclude_set: Option<GlobSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.path, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parse and validate a configuration file's text.
+    pub fn parse(path: &str, text: &str, registry: &Registry) -> Result<Config, ConfigError> {
+        let file = SourceFile::new(path, text);
+        let mut problems = Vec::new();
+        let problem = |range: TextRange, message: String| {
+            let at = file.line_col(range.start());
+            ConfigProblem {
+                line: at.line,
+                column: at.column,
+                message,
+            }
+        };
+        let fail = |problems: Vec<ConfigProblem>| ConfigError {
+            path: path.to_string(),
+            problems,
+        };
+        let stream = yaml::parse(text, &yaml::Limits::default());
+        if !stream.errors.is_empty() {
+            return Err(fail(
+                stream
+                    .errors
+                    .iter()
+                    .map(|e| problem(e.range, e.message.clone()))
+                    .collect(),
+            ));
+        }
+        let docs: Vec<_> = stream
+            .documents
+            .iter()
+            .filter(|d| d.root().is_some())
+            .collect();
+        let doc = match docs.as_slice() {
+            [] => return Ok(Config::default()),
+            [doc] => *doc,
+            [_, second, ..] => {
+                return Err(fail(vec![problem(
+                    second.range,
+                    "the configuration file must hold a single YAML document".into(),
+                )]));
+            }
+        };
+        let root = doc.root().expect("filtered on root");
+        for dup in &doc.duplicate_keys {
+            problems.push(problem(
+                doc.node(dup.again).range,
+                format!(
+                    "key `{}` is given twice",
+                    doc.key_str(dup.again).unwrap_or_default()
+                ),
+            ));
+        }
+        let raw: Raw = match from_node(doc, root) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let at = e.node.map(|n| doc.path_of(n)).filter(|p| !p.is_empty());
+                let message = match at {
+                    Some(key) => format!("`{key}`: {}", e.message),
+                    None => e.message,
+                };
+                problems.push(problem(e.range.unwrap_or_default(), message));
+                return Err(fail(problems));
+            }
+        };
+        // Rule ids are checked against the registry, each at its own position.
+        let rule_sections = ["enable", "disable", "severity"];
+        if let Some(rules) = doc.get(root, "rules") {
+            for section in rule_sections {
+                let Some(node) = doc.get(rules, section) else {
+                    continue;
+                };
+                let ids: Vec<(String, TextRange)> = if section == "severity" {
+                    doc.entries(node)
+                        .iter()
+                        .filter_map(|e| {
+                            Some((doc.key_str(e.key)?.to_string(), doc.node(e.key).range))
+                        })
+                        .collect()
+                } else {
+                    doc.items(node)
+                        .iter()
+                        .filter_map(|&i| Some((doc.str_value(i)?.to_string(), doc.node(i).range)))
+                        .collect()
+                };
+                for (id, range) in ids {
+                    if registry.get(&id).is_none() {
+                        problems.push(problem(
+                            range,
+                            format!(
+                                "`rules.{section}`: unknown rule `{id}` (see `kubeharden rules`)"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut globs = |section: &str, patterns: &[String]| -> Option<GlobSet> {
+            if patterns.is_empty() {
+                return None;
+            }
+            let nodes = doc
+                .get(root, "paths")
+                .and_then(|p| doc.get(p, section))
+                .map(|n| doc.items(n).to_vec())
+                .unwrap_or_default();
+            let mut builder = GlobSetBuilder::new();
+            for (i, pattern) in patterns.iter().enumerate() {
+                match Glob::new(pattern) {
+                    Ok(g) => {
+                        builder.add(g);
+                    }
+                    Err(e) => {
+                        let range = nodes
+                            .get(i)
+                            .map_or_else(TextRange::default, |&n| doc.node(n).range);
+                        problems.push(problem(range, format!("`paths.{section}`: {e}")));
+                    }
+                }
+            }
+            builder.build().ok()
+        };
+        let include_set = globs("include", &raw.paths.include);
+        let exclude_set = globs("exclude", &raw.paths.exclude);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        Ok(Config {
+            profile: raw.profile,
+            kubernetes_version: raw.kubernetes_version,
+            fail_on: raw.fail_on,
+            enable: raw.rules.enable.into_iter().collect(),
+            disable: raw.rules.disable.into_iter().collect(),
+            severity: raw.rules.severity,
+            include: raw.paths.include,
+            exclude: raw.paths.exclude,
+            include_set,
+            exclude_set,
+        })
+    }
+
+    /// Whether a repository-relative path is linted.
+    pub fn selects(&self, path: &Path) -> bool {
+        let path = path.strip_prefix("./").unwrap_or(path);
+        self.include_set.as_ref().is_none_or(|s| s.is_match(path))
+            && !self.exclude_set.as_ref().is_some_and(|s| s.is_match(path))
+    }
+
+    /// Apply this configuration over the defaults.
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::default();
+        if let Some(p) = self.profile {
+            s.profile = p;
+        }
+        if let Some(v) = self.kubernetes_version {
+            s.kube_version = v;
+        }
+        if let Some(f) = self.fail_on {
+            s.fail_on = f;
+        }
+        s.enable = self.enable.clone();
+        s.disable = self.disable.clone();
+        s.severity = self.severity.clone();
+        s
+    }
+}

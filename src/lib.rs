@@ -1,0 +1,13 @@
+//! KubeHarden: Kubernetes pod-security linting with format-preserving fixes.
+//!
+//! The core (`source` → `yaml` → `k8s` → `rules` → `lint` → `render`) is pure: no async, no
+//! network, no global state. The shell (the CLI today; the GitHub App later) only reads inputs
+//! and prints or posts what the core produced.
+
+pub mod config;
+pub mod k8s;
+pub mod lint;
+pub mod render;
+pub mod rules;
+pub mod source;
+pub mod yaml;

@@ -1,0 +1,696 @@
+//! Linting: from source text to findings.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use crate::k8s::{self, Contents, KubeVersion, ObjectInfo, Workload};
+use crate::rules::eval::{self, Context, Hit};
+use crate::rules::{Applicability, ExemptWhen, Profile, Registry, Rule, Severity, Tool};
+use crate::source::{LineCol, SourceFile, TextRange};
+use crate::yaml::{self, Document, Limits, YamlErrorKind};
+
+/// What to lint for, after the configuration file and the command line are merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub profile: Profile,
+    pub kube_version: KubeVersion,
+    /// Rules turned on beyond the profile's defaults.
+    pub enable: BTreeSet<String>,
+    pub disable: BTreeSet<String>,
+    pub severity: BTreeMap<String, Severity>,
+    pub fail_on: Severity,
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Nsa,
+            kube_version: KubeVersion::NEWEST,
+            enable: BTreeSet::new(),
+            disable: BTreeSet::new(),
+            severity: BTreeMap::new(),
+            fail_on: Severity::Warning,
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: Severity,
+    pub path: String,
+    #[serde(skip)]
+    pub range: TextRange,
+    pub start: LineCol,
+    pub end: LineCol,
+    pub message: String,
+    pub object: Option<ObjectInfo>,
+    pub container: Option<String>,
+    pub fixable: bool,
+    /// 0-based index of the YAML document in its file.
+    pub document: usize,
+    /// How far its fix can be trusted, when it has one.
+    #[serde(skip)]
+    pub applicability: Option<Applicability>,
+    /// Rule-specific detail the fixer needs; not part of any output format.
+    #[serde(skip)]
+    pub hit: Option<Hit>,
+}
+
+/// Why something was not linted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Skip {
+    HelmTemplate,
+    NotKubernetes,
+}
+
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub path: String,
+    pub line: usize,
+    pub reason: Skip,
+}
+
+/// A ServiceAccount: (namespace, name).
+pub type ServiceAccountRef = (Option<String>, String);
+
+#[derive(Debug, Default)]
+pub struct FileResult {
+    pub findings: Vec<Finding>,
+    pub notes: Vec<Note>,
+    pub documents: usize,
+    pub workloads: usize,
+    /// Findings that hold unless a ServiceAccount seen anywhere in the change turns off token
+    /// automounting.
+    pending: Vec<(Finding, ServiceAccountRef)>,
+    /// Findings that hold only if such a ServiceAccount is found.
+    conditional: Vec<(Finding, ServiceAccountRef)>,
+    /// ServiceAccounts with `automountServiceAccountToken: false`.
+    quiet_service_accounts: Vec<ServiceAccountRef>,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub notes: Vec<Note>,
+    pub files: usize,
+    pub documents: usize,
+    pub workloads: usize,
+}
+
+impl Report {
+    pub fn failed(&self, threshold: Severity) -> bool {
+        self.findings.iter().any(|f| f.severity >= threshold)
+    }
+}
+
+pub struct Linter<'r> {
+    pub registry: &'r Registry,
+    pub settings: Settings,
+    active: Vec<&'r Rule>,
+}
+
+/// Diagnostics the engine reports itself; they have rule files for their docs only.
+pub const INVALID_YAML: &str = "invalid-yaml";
+pub const YAML_LIMIT: &str = "yaml-limit";
+pub const DUPLICATE_KEY: &str = "duplicate-key";
+pub const INVALID_FIELD: &str = "invalid-field";
+pub const UNUSED_EXEMPTION: &str = "unused-exemption";
+pub const INVALID_EXEMPTION: &str = "invalid-exemption";
+
+const IGNORE_ANNOTATION: &str = "kubeharden.dev/ignore";
+const REASON_ANNOTATION: &str = "kubeharden.dev/ignore-reason";
+
+impl<'r> Linter<'r> {
+    pub fn new(registry: &'r Registry, settings: Settings) -> Self {
+        let active = registry
+            .iter()
+            .filter(|r| r.profile <= settings.profile)
+            .filter(|r| r.enabled_by_default || settings.enable.contains(&r.id))
+            .filter(|r| !settings.disable.contains(&r.id))
+            .filter(|r| r.since.is_none_or(|s| settings.kube_version >= s))
+            .collect();
+        Self {
+            registry,
+            settings,
+            active,
+        }
+    }
+
+    pub fn active_rules(&self) -> &[&'r Rule] {
+        &self.active
+    }
+
+    fn is_active(&self, id: &str) -> bool {
+        self.active.iter().any(|r| r.id == id)
+    }
+
+    fn severity(&self, rule: &Rule) -> Severity {
+        self.settings
+            .severity
+            .get(&rule.id)
+            .copied()
+            .unwrap_or(rule.severity)
+    }
+
+    /// Lint many files (in parallel) and resolve what depends on the whole change.
+    pub fn lint_files(&self, files: &[SourceFile]) -> Report {
+        let results = parallel_map(files, |f| self.lint_file(f));
+        let quiet: HashSet<ServiceAccountRef> = results
+            .iter()
+            .flat_map(|r| r.quiet_service_accounts.iter().cloned())
+            .collect();
+        let mut report = Report {
+            files: files.len(),
+            ..Report::default()
+        };
+        for r in results {
+            report.documents += r.documents;
+            report.workloads += r.workloads;
+            report.findings.extend(r.findings);
+            report.notes.extend(r.notes);
+            report.findings.extend(
+                r.pending
+                    .into_iter()
+                    .filter(|(_, sa)| !quiet.contains(sa))
+                    .map(|(f, _)| f),
+            );
+            report.findings.extend(
+                r.conditional
+                    .into_iter()
+                    .filter(|(_, sa)| quiet.contains(sa))
+                    .map(|(f, _)| f),
+            );
+        }
+        report.findings.sort_by(|a, b| {
+            (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))
+        });
+        report
+    }
+
+    /// Lint one file on its own.
+    pub fn lint_file(&self, file: &SourceFile) -> FileResult {
+        let mut out = FileResult::default();
+        if looks_like_helm_template(&file.text) {
+            out.notes.push(Note {
+                path: file.path.clone(),
+                line: 1,
+                reason: Skip::HelmTemplate,
+            });
+            return out;
+        }
+        let stream = yaml::parse(&file.text, &self.settings.limits);
+        for error in &stream.errors {
+            let rule = match error.kind {
+                YamlErrorKind::Syntax => INVALID_YAML,
+                _ => YAML_LIMIT,
+            };
+            self.push_meta(
+                &mut out.findings,
+                file,
+                rule,
+                error.range,
+                error.message.clone(),
+                None,
+                0,
+            );
+        }
+        out.documents = stream.documents.len();
+        for (index, doc) in stream.documents.iter().enumerate() {
+            self.lint_document(file, doc, index, &mut out);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_meta(
+        &self,
+        findings: &mut Vec<Finding>,
+        file: &SourceFile,
+        rule: &str,
+        range: TextRange,
+        message: String,
+        object: Option<&ObjectInfo>,
+        document: usize,
+    ) {
+        let Some(rule) = self.registry.get(rule).filter(|r| self.is_active(&r.id)) else {
+            return;
+        };
+        findings.push(Finding {
+            rule: rule.id.clone(),
+            severity: self.severity(rule),
+            path: file.path.clone(),
+            range,
+            start: file.line_col(range.start()),
+            end: file.line_col(range.end()),
+            message,
+            object: object.cloned(),
+            container: None,
+            fixable: false,
+            applicability: None,
+            document,
+            hit: None,
+        });
+    }
+
+    fn lint_document(&self, file: &SourceFile, doc: &Document, index: usize, out: &mut FileResult) {
+        for dup in &doc.duplicate_keys {
+            let key = doc.key_str(dup.again).unwrap_or_default();
+            let first = file.line_col(doc.node(dup.first).range.start());
+            self.push_meta(
+                &mut out.findings,
+                file,
+                DUPLICATE_KEY,
+                doc.node(dup.again).range,
+                format!(
+                    "key `{key}` repeats the one on line {}; Kubernetes keeps this last value and `kubectl --validate=strict` rejects the object",
+                    first.line
+                ),
+                None,
+                index,
+            );
+        }
+        let objects = match k8s::objects(doc) {
+            Contents::Empty => return,
+            Contents::NotKubernetes => {
+                let line = doc
+                    .root()
+                    .map_or(1, |r| file.line_col(doc.node(r).range.start()).line);
+                out.notes.push(Note {
+                    path: file.path.clone(),
+                    line,
+                    reason: Skip::NotKubernetes,
+                });
+                return;
+            }
+            Contents::Objects(objects) => objects,
+        };
+        let start = out.findings.len();
+        for object in &objects {
+            if object.info.kind == "ServiceAccount"
+                && let Some(name) = &object.info.name
+                && doc
+                    .get(object.node, "automountServiceAccountToken")
+                    .and_then(|n| doc.scalar(n))
+                    .map(|s| s.resolved())
+                    == Some(yaml::Plain::Bool(false))
+            {
+                out.quiet_service_accounts
+                    .push((object.info.namespace.clone(), name.clone()));
+            }
+            // A kustomize patch of a Deployment is still a workload, even when it carries no
+            // pod spec to lint.
+            let workload = k8s::workload(doc, object);
+            if workload.is_some() || k8s::is_pod_bearing_kind(&object.info.kind) {
+                out.workloads += 1;
+            }
+            if let Some(workload) = workload {
+                self.lint_workload(file, doc, index, &workload, out);
+            }
+        }
+        if doc.budget_exhausted() {
+            // Answers read through an exhausted alias budget are incomplete: report the limit
+            // instead of findings that may be wrong.
+            out.findings.truncate(start);
+            out.pending.retain(|(f, _)| f.document != index);
+            let range = doc.root().map_or(doc.range, |r| doc.node(r).range);
+            let range = TextRange::new(range.start(), range.start());
+            self.push_meta(
+                &mut out.findings,
+                file,
+                YAML_LIMIT,
+                range,
+                "aliases in this document expand beyond the alias budget; it was not linted".into(),
+                None,
+                index,
+            );
+        }
+    }
+
+    fn lint_workload(
+        &self,
+        file: &SourceFile,
+        doc: &Document,
+        index: usize,
+        w: &Workload,
+        out: &mut FileResult,
+    ) {
+        let info = &w.object.info;
+        if let Err(e) = yaml::de::from_node::<k8s_openapi::api::core::v1::PodSpec>(doc, w.pod_spec)
+            && !e.message.starts_with("missing field")
+        {
+            let at = e.node.map(|n| doc.path_of(n)).unwrap_or_default();
+            self.push_meta(
+                &mut out.findings,
+                file,
+                INVALID_FIELD,
+                e.range.unwrap_or(doc.node(w.pod_spec).range),
+                format!("{at}: {}", e.message),
+                Some(info),
+                index,
+            );
+        }
+        let containers = w.containers(doc);
+        let cx = Context {
+            text: &file.text,
+            doc,
+            workload: w,
+            containers: &containers,
+            version: self.settings.kube_version,
+        };
+        let windows = w.is_windows(doc);
+        let user_namespace = w.host_users_false(doc);
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut pending: Vec<(Finding, ServiceAccountRef)> = Vec::new();
+        for rule in &self.active {
+            let exempt = rule.exemptions.iter().any(|e| {
+                e.since.is_none_or(|s| self.settings.kube_version >= s)
+                    && e.profiles
+                        .as_ref()
+                        .is_none_or(|p| p.contains(&self.settings.profile))
+                    && match e.when {
+                        ExemptWhen::Windows => windows,
+                        ExemptWhen::HostUsersFalse => user_namespace,
+                    }
+            });
+            if exempt {
+                continue;
+            }
+            for check in &rule.checks {
+                for hit in eval::evaluate(&cx, check) {
+                    let finding = Finding {
+                        rule: rule.id.clone(),
+                        severity: self.severity(rule),
+                        path: file.path.clone(),
+                        range: hit.range,
+                        start: file.line_col(hit.range.start()),
+                        end: file.line_col(hit.range.end()),
+                        message: hit.message.clone(),
+                        object: Some(info.clone()),
+                        container: hit.container.map(|i| containers[i].display_name()),
+                        fixable: rule.fix.is_some() && check.fix.is_some(),
+                        applicability: check.fix.as_ref().and(
+                            check
+                                .applicability
+                                .or(rule.fix.as_ref().map(|f| f.applicability)),
+                        ),
+                        document: index,
+                        hit: None,
+                    };
+                    let finding = Finding {
+                        hit: Some(hit),
+                        ..finding
+                    };
+                    match finding
+                        .hit
+                        .as_ref()
+                        .and_then(|h| h.unless_service_account.clone())
+                    {
+                        Some(sa) => pending.push((finding, sa)),
+                        None => findings.push(finding),
+                    }
+                }
+            }
+        }
+        let mut exemptions = self.exemptions(doc, w);
+        let mut exempted = |f: &Finding, pending_on: Option<&ServiceAccountRef>| {
+            let mut hit = false;
+            for e in exemptions.iter_mut().filter(|e| e.covers(&f.rule)) {
+                hit = true;
+                match pending_on {
+                    None => {
+                        e.used.insert(f.rule.clone());
+                    }
+                    Some(sa) => {
+                        e.pending = Some(sa.clone());
+                        e.pending_rules.insert(f.rule.clone());
+                    }
+                }
+            }
+            hit
+        };
+        findings.retain(|f| !exempted(f, None));
+        pending.retain(|(f, sa)| !exempted(f, Some(sa)));
+        let mut conditional = Vec::new();
+        for e in &exemptions {
+            for problem in &e.problems {
+                self.push_meta(
+                    &mut findings,
+                    file,
+                    INVALID_EXEMPTION,
+                    e.range,
+                    problem.clone(),
+                    Some(info),
+                    index,
+                );
+            }
+            // What a pending finding suppressed may yet vanish when the pod's ServiceAccount turns
+            // the token off, so the verdict can depend on the whole change: one message for when
+            // it does (`if_quiet`) and one for when it does not (`otherwise`).
+            let whole = |idle: bool| {
+                idle.then(|| format!("{} suppresses nothing here; remove it", e.label))
+            };
+            let (otherwise, if_quiet) = match &e.rules {
+                // One Polaris or kube-linter check maps to several rules: used when any is.
+                Covered::All => (
+                    whole(e.used.is_empty() && e.pending_rules.is_empty()),
+                    whole(e.used.is_empty()),
+                ),
+                Covered::Some(ids) if !e.per_rule => {
+                    let relevant = ids.iter().any(|id| self.is_active(id));
+                    (
+                        whole(relevant && e.used.is_empty() && e.pending_rules.is_empty()),
+                        whole(relevant && e.used.is_empty()),
+                    )
+                }
+                Covered::Some(ids) => {
+                    let idle = |count_pending: bool| -> Option<String> {
+                        let idle: Vec<&str> = ids
+                            .iter()
+                            .filter(|id| self.is_active(id) && !e.used.contains(*id))
+                            .filter(|id| count_pending || !e.pending_rules.contains(*id))
+                            .map(String::as_str)
+                            .collect();
+                        if idle.is_empty() {
+                            None
+                        } else if idle.len() == ids.len() {
+                            Some(format!("{} suppresses nothing here; remove it", e.label))
+                        } else {
+                            Some(format!(
+                                "`{IGNORE_ANNOTATION}` names `{}`, which suppresses nothing here",
+                                idle.join("`, `")
+                            ))
+                        }
+                    };
+                    (idle(false), idle(true))
+                }
+            };
+            let report = |message: Option<String>| {
+                let mut one = Vec::new();
+                if let Some(message) = message {
+                    self.push_meta(
+                        &mut one,
+                        file,
+                        UNUSED_EXEMPTION,
+                        e.range,
+                        message,
+                        Some(info),
+                        index,
+                    );
+                }
+                one
+            };
+            match &e.pending {
+                None => findings.extend(report(otherwise)),
+                Some(sa) => {
+                    pending.extend(report(otherwise).into_iter().map(|f| (f, sa.clone())));
+                    conditional.extend(report(if_quiet).into_iter().map(|f| (f, sa.clone())));
+                }
+            }
+        }
+        out.conditional.extend(conditional);
+        out.findings.extend(findings);
+        out.pending.extend(pending);
+    }
+
+    fn exemptions(&self, doc: &Document, w: &Workload) -> Vec<Exemption> {
+        let mut out = Vec::new();
+        for map in w.annotation_maps(doc) {
+            let entries = doc.entries(map);
+            let value_of = |key: &str| {
+                entries
+                    .iter()
+                    .find(|e| doc.key_str(e.key) == Some(key))
+                    .and_then(|e| doc.str_value(e.value))
+            };
+            for e in &entries {
+                let Some(key) = doc.key_str(e.key) else {
+                    continue;
+                };
+                let value = doc.str_value(e.value).unwrap_or_default().trim();
+                let range = doc.node(e.key).range.cover(doc.node(e.value).range);
+                let truthy = value.eq_ignore_ascii_case("true");
+                let mapped = |tool: Tool, check: &str| -> Vec<String> {
+                    self.registry
+                        .mapped(tool, check)
+                        .map(|r| r.id.clone())
+                        .collect()
+                };
+                let exemption = if key == IGNORE_ANNOTATION {
+                    let mut problems = Vec::new();
+                    let mut ids = BTreeSet::new();
+                    for id in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        if self.registry.get(id).is_some() {
+                            ids.insert(id.to_string());
+                        } else {
+                            problems.push(format!(
+                                "`{IGNORE_ANNOTATION}` names `{id}`, which is not a KubeHarden rule"
+                            ));
+                        }
+                    }
+                    if ids.is_empty() && problems.is_empty() {
+                        problems.push(format!("`{IGNORE_ANNOTATION}` names no rule"));
+                    }
+                    if value_of(REASON_ANNOTATION).is_none_or(|r| r.trim().is_empty()) {
+                        problems.push(format!(
+                            "`{IGNORE_ANNOTATION}` needs a `{REASON_ANNOTATION}` annotation saying why"
+                        ));
+                    }
+                    Some(Exemption {
+                        per_rule: true,
+                        ..Exemption::new(
+                            range,
+                            Covered::Some(ids),
+                            format!("`{IGNORE_ANNOTATION}: {value}`"),
+                            problems,
+                        )
+                    })
+                } else if key == "polaris.fairwinds.com/exempt" && truthy {
+                    Some(Exemption::new(
+                        range,
+                        Covered::All,
+                        format!("`{key}`"),
+                        Vec::new(),
+                    ))
+                } else if let Some(check) = key
+                    .strip_prefix("polaris.fairwinds.com/")
+                    .and_then(|k| k.strip_suffix("-exempt"))
+                    && truthy
+                {
+                    let ids = mapped(Tool::Polaris, check);
+                    (!ids.is_empty()).then(|| {
+                        Exemption::new(
+                            range,
+                            Covered::Some(ids.into_iter().collect()),
+                            format!("`{key}`"),
+                            Vec::new(),
+                        )
+                    })
+                } else if key == "kube-linter.io/ignore-all" {
+                    Some(Exemption::new(
+                        range,
+                        Covered::All,
+                        format!("`{key}`"),
+                        Vec::new(),
+                    ))
+                } else if let Some(check) = key.strip_prefix("ignore-check.kube-linter.io/") {
+                    let ids = mapped(Tool::KubeLinter, check);
+                    (!ids.is_empty()).then(|| {
+                        Exemption::new(
+                            range,
+                            Covered::Some(ids.into_iter().collect()),
+                            format!("`{key}`"),
+                            Vec::new(),
+                        )
+                    })
+                } else {
+                    None
+                };
+                out.extend(exemption);
+            }
+        }
+        out
+    }
+}
+
+enum Covered {
+    All,
+    Some(BTreeSet<String>),
+}
+
+struct Exemption {
+    range: TextRange,
+    rules: Covered,
+    label: String,
+    problems: Vec<String>,
+    /// Each named rule is its own exemption (`kubeharden.dev/ignore: a,b`).
+    per_rule: bool,
+    /// Rules whose findings it suppressed.
+    used: BTreeSet<String>,
+    /// It suppressed findings of these rules that hold unless this ServiceAccount turns the
+    /// token off.
+    pending: Option<ServiceAccountRef>,
+    pending_rules: BTreeSet<String>,
+}
+
+impl Exemption {
+    fn new(range: TextRange, rules: Covered, label: String, problems: Vec<String>) -> Self {
+        Self {
+            range,
+            rules,
+            label,
+            problems,
+            per_rule: false,
+            used: BTreeSet::new(),
+            pending: None,
+            pending_rules: BTreeSet::new(),
+        }
+    }
+
+    fn covers(&self, rule: &str) -> bool {
+        match &self.rules {
+            Covered::All => true,
+            Covered::Some(ids) => ids.contains(rule),
+        }
+    }
+}
+
+/// Helm chart templates are not YAML until rendered; linting them would only produce noise.
+pub fn looks_like_helm_template(text: &str) -> bool {
+    text.lines().any(|line| {
+        let t = line.trim_start();
+        !t.starts_with('#') && t.contains("{{") && t.contains("}}")
+    })
+}
+
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut local = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        local.push((i, f(item)));
+                    }
+                    local
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}

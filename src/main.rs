@@ -1,0 +1,341 @@
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kubeharden::config::{CONFIG_PATHS, Config};
+use kubeharden::k8s::KubeVersion;
+use kubeharden::lint::{Linter, Settings};
+use kubeharden::render;
+use kubeharden::rules::{Profile, Registry, Severity};
+use kubeharden::source::SourceFile;
+
+#[derive(Parser)]
+#[command(
+    name = "kubeharden",
+    version,
+    about = "Kubernetes pod-security linting with one-click fixes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lint Kubernetes manifests (files, directories, or - for standard input).
+    Lint(LintArgs),
+    /// List the rules.
+    Rules(RulesArgs),
+    /// Print a rule's documentation.
+    Explain {
+        rule: String,
+        /// Directory of rule files that add to or override the built-in rules.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Sarif,
+    Github,
+}
+
+#[derive(clap::Args)]
+struct LintArgs {
+    /// Files or directories (searched for *.yaml and *.yml); `-` reads standard input.
+    #[arg(default_value = ".")]
+    paths: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// baseline, restricted or nsa (the default: restricted plus the NSA/CISA guidance).
+    #[arg(long)]
+    profile: Option<Profile>,
+    /// Configuration file; by default .github/kubeharden.yaml or .kubeharden.yaml is looked up
+    /// from the current directory upwards.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Kubernetes version the manifests target, e.g. 1.33 (default: the newest known).
+    #[arg(long)]
+    kubernetes_version: Option<KubeVersion>,
+    /// Lowest severity that makes the exit code 1: note, warning or error.
+    #[arg(long)]
+    fail_on: Option<Severity>,
+    /// Also list the documents that were skipped and why.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(clap::Args)]
+struct RulesArgs {
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Print the rules as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint(args) => lint(args),
+        Command::Rules(args) => list_rules(args),
+        Command::Explain { rule, rules } => explain(&rule, rules.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kubeharden: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn registry(dir: Option<&Path>) -> Result<Registry> {
+    let mut registry = Registry::builtin().context("built-in rules are broken")?;
+    if let Some(dir) = dir {
+        registry.extend_from_dir(dir)?;
+    }
+    Ok(registry)
+}
+
+/// The configuration file named on the command line, or the one found from here upwards.
+fn find_config(explicit: Option<&Path>) -> Result<Option<(PathBuf, PathBuf)>> {
+    if let Some(p) = explicit {
+        let root = p
+            .parent()
+            .map(|d| {
+                if d.ends_with(".github") {
+                    d.parent().unwrap_or(d)
+                } else {
+                    d
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        return Ok(Some((p.to_path_buf(), root)));
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    for dir in cwd.ancestors() {
+        for candidate in CONFIG_PATHS {
+            let p = dir.join(candidate);
+            if p.is_file() {
+                return Ok(Some((p, dir.to_path_buf())));
+            }
+        }
+        if dir.join(".git").exists() {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+fn lint(args: LintArgs) -> Result<ExitCode> {
+    let registry = registry(args.rules.as_deref())?;
+    let (config, config_root) = match find_config(args.config.as_deref())? {
+        Some((path, root)) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let config = Config::parse(&path.display().to_string(), &text, &registry)?;
+            (config, Some(root))
+        }
+        None => (Config::default(), None),
+    };
+    let mut settings: Settings = config.settings();
+    if let Some(p) = args.profile {
+        settings.profile = p;
+    }
+    if let Some(v) = args.kubernetes_version {
+        settings.kube_version = v;
+    }
+    if let Some(f) = args.fail_on {
+        settings.fail_on = f;
+    }
+    let (files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    let linter = Linter::new(&registry, settings);
+    let report = linter.lint_files(&files);
+    let output = match args.format {
+        Format::Text => {
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            render::text(&report, color, args.verbose)
+        }
+        Format::Json => render::json(&report),
+        Format::Sarif => render::sarif(&report, linter.active_rules()),
+        Format::Github => render::github(&report),
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = stdout.write_all(output.as_bytes());
+    let _ = stdout.flush();
+    for e in &io_errors {
+        eprintln!("kubeharden: {e:#}");
+    }
+    Ok(if !io_errors.is_empty() {
+        ExitCode::from(2)
+    } else if report.failed(linter.settings.fail_on) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn collect_inputs(
+    paths: &[String],
+    config: &Config,
+    root: Option<&Path>,
+) -> (Vec<SourceFile>, Vec<anyhow::Error>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p == "-" {
+            let mut bytes = Vec::new();
+            match std::io::stdin().read_to_end(&mut bytes) {
+                Ok(_) => files.push(decode("<stdin>", bytes)),
+                Err(e) => errors.push(anyhow::Error::new(e).context("cannot read standard input")),
+            }
+            continue;
+        }
+        let path = Path::new(p);
+        if path.is_dir() {
+            let mut found = Vec::new();
+            if let Err(e) = walk(path, &mut found) {
+                errors.push(e);
+            }
+            found.sort();
+            for f in found {
+                let relative = root
+                    .and_then(|r| {
+                        let abs = std::path::absolute(&f).ok()?;
+                        let root = std::path::absolute(r).ok()?;
+                        abs.strip_prefix(root).ok().map(Path::to_path_buf)
+                    })
+                    .unwrap_or_else(|| f.clone());
+                if !config.selects(&relative) {
+                    continue;
+                }
+                read_into(&f, &mut files, &mut errors);
+            }
+        } else {
+            read_into(path, &mut files, &mut errors);
+        }
+    }
+    (files, errors)
+}
+
+fn read_into(path: &Path, files: &mut Vec<SourceFile>, errors: &mut Vec<anyhow::Error>) {
+    let display = path
+        .strip_prefix("./")
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => files.push(decode(&display, bytes)),
+        Err(e) => errors.push(anyhow::Error::new(e).context(format!("cannot read {display}"))),
+    }
+}
+
+/// YAML is UTF-8 here; other bytes are reported at their line as invalid YAML, not guessed at.
+fn decode(path: &str, bytes: Vec<u8>) -> SourceFile {
+    match String::from_utf8(bytes) {
+        Ok(text) => SourceFile::new(path, text),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            // Keep the valid prefix and mark the bad byte, so the parser reports an error there.
+            let mut text = String::from_utf8(bytes[..valid].to_vec()).unwrap_or_default();
+            text.push_str("\u{0}\n");
+            SourceFile::new(path, text)
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            // Hidden directories (.git, .github) hold no manifests; symlinked ones may loop.
+            if !name.starts_with('.') {
+                walk(&path, out)?;
+            }
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn list_rules(args: RulesArgs) -> Result<ExitCode> {
+    let registry = registry(args.rules.as_deref())?;
+    let mut out = String::new();
+    if args.json {
+        let rules: Vec<_> = registry.iter().collect();
+        out = serde_json::to_string_pretty(&rules)? + "\n";
+    } else {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "{:<30} {:<10} {:<8} {:<7} TITLE",
+            "RULE", "PROFILE", "SEVERITY", "FIX"
+        );
+        for r in registry.iter() {
+            let fix = match (&r.fix, r.is_fixable()) {
+                (Some(f), true) => format!("{:?}", f.applicability).to_lowercase(),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<30} {:<10} {:<8} {:<7} {}",
+                r.id,
+                r.profile.as_str(),
+                r.severity.as_str(),
+                fix,
+                r.title
+            );
+        }
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(id: &str, dir: Option<&Path>) -> Result<ExitCode> {
+    let registry = registry(dir)?;
+    let Some(rule) = registry.get(id) else {
+        bail!("unknown rule `{id}`; `kubeharden rules` lists them");
+    };
+    let mut out = format!("# {} ({})\n\n", rule.title, rule.id);
+    out += &format!(
+        "Profile: {}. Default severity: {}.",
+        rule.profile.as_str(),
+        rule.severity
+    );
+    if let Some(c) = &rule.pss_control {
+        out += &format!(" Pod Security Standards control: {c}.");
+    }
+    if let Some(n) = &rule.nsa_section {
+        out += &format!(" NSA/CISA guidance: {n}.");
+    }
+    if let Some(v) = rule.since {
+        out += &format!(" Applies from Kubernetes {v}.");
+    }
+    out += "\n\n";
+    out += &rule.docs;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}

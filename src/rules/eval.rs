@@ -1,0 +1,709 @@
+//! Evaluating rule checks against one workload.
+
+use crate::k8s::{Container, ContainerKind, KubeVersion, Workload};
+use crate::source::TextRange;
+use crate::yaml::{Document, Entry, NodeId, NodeKind, Plain};
+
+use super::{Check, Condition, FixAction, Item, Literal, Normalize, Scope};
+
+/// One place where a check fired.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub range: TextRange,
+    pub message: String,
+    /// Index into the workload's containers, when the hit is about one.
+    pub container: Option<usize>,
+    pub target: Target,
+    /// The finding holds unless this ServiceAccount (namespace, name), found in the same
+    /// change, disables token automounting.
+    pub unless_service_account: Option<(Option<String>, String)>,
+}
+
+/// What a fix would act on: the node the scope visited, the path below it, and what was found.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub base: NodeId,
+    pub path: Vec<String>,
+    /// The value found at the path, if any (for inherited values, the pod's).
+    pub value: Option<NodeId>,
+    /// The entry (key and value) that holds the value, if any.
+    pub entry: Option<Entry>,
+    /// The offending sequence item or mapping key, for per-item conditions.
+    pub item: Option<NodeId>,
+    pub action: Option<FixAction>,
+    /// The value came from the pod's securityContext, not the container's own.
+    pub inherited: bool,
+}
+
+pub struct Context<'a> {
+    pub text: &'a str,
+    pub doc: &'a Document,
+    pub workload: &'a Workload,
+    pub containers: &'a [Container],
+    pub version: KubeVersion,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Each,
+}
+
+fn parse_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        while let Some(key) = rest.strip_suffix("[*]") {
+            rest = key;
+        }
+        if !rest.is_empty() {
+            segs.push(Seg::Key(rest.to_string()));
+        }
+        for _ in 0..(part.len() - rest.len()) / 3 {
+            segs.push(Seg::Each);
+        }
+    }
+    segs
+}
+
+/// The end of a path walk: a value, or the deepest node that exists on the way to it.
+#[derive(Debug, Clone)]
+struct Leaf {
+    value: Option<NodeId>,
+    entry: Option<Entry>,
+    /// Deepest existing entry on the way, for locating a missing value.
+    deepest: Option<Entry>,
+    path: Vec<String>,
+}
+
+fn walk(doc: &Document, base: NodeId, segs: &[Seg]) -> Vec<Leaf> {
+    let mut out = Vec::new();
+    walk_into(doc, base, segs, None, Vec::new(), &mut out);
+    out
+}
+
+fn walk_into(
+    doc: &Document,
+    node: NodeId,
+    segs: &[Seg],
+    entry: Option<Entry>,
+    path: Vec<String>,
+    out: &mut Vec<Leaf>,
+) {
+    let Some((seg, rest)) = segs.split_first() else {
+        let value = (!doc.is_null(node)).then_some(node);
+        out.push(Leaf {
+            value,
+            entry,
+            deepest: entry,
+            path,
+        });
+        return;
+    };
+    match seg {
+        Seg::Key(key) => {
+            let found = doc.entry(node, key).filter(|e| {
+                doc.resolve(e.value)
+                    .is_some_and(|v| rest.is_empty() || !doc.is_null(v))
+            });
+            let mut path = path;
+            path.push(key.clone());
+            match found {
+                Some(e) => {
+                    let value = doc.resolve(e.value).unwrap_or(e.value);
+                    walk_into(doc, value, rest, Some(e), path, out);
+                }
+                None => {
+                    // Missing here: every remaining key is missing too.
+                    let mut path = path;
+                    path.extend(rest.iter().filter_map(|s| match s {
+                        Seg::Key(k) => Some(k.clone()),
+                        Seg::Each => None,
+                    }));
+                    if !rest.contains(&Seg::Each) {
+                        out.push(Leaf {
+                            value: None,
+                            entry: None,
+                            deepest: entry,
+                            path,
+                        });
+                    }
+                }
+            }
+        }
+        Seg::Each => {
+            for (i, &item) in doc.items(node).iter().enumerate() {
+                if let Some(item) = doc.resolve(item) {
+                    let mut p = path.clone();
+                    if let Some(last) = p.last_mut() {
+                        last.push_str(&format!("[{i}]"));
+                    }
+                    walk_into(doc, item, rest, None, p, out);
+                }
+            }
+        }
+    }
+}
+
+/// A scalar as the comparable text Kubernetes would see.
+fn canonical(doc: &Document, node: NodeId) -> Option<String> {
+    let s = doc.scalar(node)?;
+    Some(match s.resolved() {
+        Plain::Null => return None,
+        Plain::Bool(b) => b.to_string(),
+        Plain::Int(i) => i.to_string(),
+        Plain::Float(_) | Plain::Str(_) => s.value.clone(),
+    })
+}
+
+fn matches_literal(doc: &Document, node: NodeId, lit: &Literal) -> bool {
+    let Some(s) = doc.scalar(node) else {
+        return false;
+    };
+    match (lit, s.resolved()) {
+        (Literal::Bool(a), Plain::Bool(b)) => *a == b,
+        (Literal::Int(a), Plain::Int(b)) => *a == b,
+        (Literal::Str(a), _) => *a == s.value,
+        _ => false,
+    }
+}
+
+fn normalize(value: &str, how: Normalize) -> String {
+    match how {
+        Normalize::Exact => value.to_string(),
+        Normalize::Capability => {
+            let upper = value.trim().to_ascii_uppercase();
+            upper
+                .strip_prefix("CAP_")
+                .map(str::to_string)
+                .unwrap_or(upper)
+        }
+        Normalize::Path => {
+            let trimmed = value.trim_end_matches('/');
+            if trimmed.is_empty() && value.starts_with('/') {
+                "/".to_string()
+            } else {
+                trimmed.to_string()
+            }
+        }
+    }
+}
+
+fn item_matches(value: &str, items: &[Item], how: Normalize, version: KubeVersion) -> bool {
+    let value = normalize(value, how);
+    items
+        .iter()
+        .filter(|i| i.since.is_none_or(|s| version >= s))
+        .any(|i| match i.value.strip_suffix('*') {
+            Some(prefix) => value.starts_with(&normalize(prefix, how)),
+            None => value == normalize(&i.value, how),
+        })
+}
+
+/// Where a scope visits: (node, container index).
+fn scope_targets(cx: &Context<'_>, check: &Check) -> Vec<(NodeId, Option<usize>)> {
+    let doc = cx.doc;
+    let kinds: &[ContainerKind] = check.containers.as_deref().unwrap_or(&ContainerKind::ALL);
+    let containers = || {
+        cx.containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| kinds.contains(&c.kind))
+    };
+    let pod = cx.workload.pod_spec;
+    match check.scope {
+        Scope::Pod => vec![(pod, None)],
+        Scope::Container => containers().map(|(i, c)| (c.node, Some(i))).collect(),
+        Scope::PodAndContainers => std::iter::once((pod, None))
+            .chain(containers().map(|(i, c)| (c.node, Some(i))))
+            .collect(),
+        Scope::Volume => doc
+            .get(pod, "volumes")
+            .map(|v| {
+                doc.items(v)
+                    .iter()
+                    .filter_map(|&i| doc.resolve(i))
+                    .map(|i| (i, None))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Scope::ContainerPort => containers()
+            .flat_map(|(i, c)| {
+                doc.get(c.node, "ports")
+                    .map(|p| doc.items(p).to_vec())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| doc.resolve(p))
+                    .map(move |p| (p, Some(i)))
+            })
+            .collect(),
+        Scope::ProbeHandler => {
+            let mut out = Vec::new();
+            for (i, c) in containers() {
+                let mut handlers = Vec::new();
+                for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                    handlers.extend(doc.get(c.node, probe));
+                }
+                if let Some(lifecycle) = doc.get(c.node, "lifecycle") {
+                    for hook in ["postStart", "preStop"] {
+                        handlers.extend(doc.get(lifecycle, hook));
+                    }
+                }
+                for h in handlers {
+                    for kind in ["httpGet", "tcpSocket"] {
+                        if let Some(handler) = doc.get(h, kind).filter(|&n| doc.is_mapping(n)) {
+                            out.push((handler, Some(i)));
+                        }
+                    }
+                }
+            }
+            out
+        }
+        Scope::HostPathMount => {
+            let host_path_volumes: Vec<String> = doc
+                .get(pod, "volumes")
+                .map(|v| doc.items(v).to_vec())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&v| doc.get(v, "hostPath").is_some_and(|h| !doc.is_null(h)))
+                .filter_map(|v| {
+                    doc.get(v, "name")
+                        .and_then(|n| doc.str_value(n))
+                        .map(str::to_string)
+                })
+                .collect();
+            let mut out = Vec::new();
+            for (i, c) in containers() {
+                let Some(mounts) = doc.get(c.node, "volumeMounts") else {
+                    continue;
+                };
+                for &m in doc.items(mounts) {
+                    let Some(m) = doc.resolve(m) else { continue };
+                    let name = doc.get(m, "name").and_then(|n| doc.str_value(n));
+                    if name.is_some_and(|n| host_path_volumes.iter().any(|v| v == n)) {
+                        out.push((m, Some(i)));
+                    }
+                }
+            }
+            out
+        }
+        Scope::Annotation => {
+            let prefix = check.annotation_prefix.as_deref().unwrap_or_default();
+            let mut out = Vec::new();
+            // Only the pod's own annotations configure it (a Deployment's do not).
+            let annotations = cx
+                .workload
+                .pod_metadata()
+                .and_then(|m| doc.get(m, "annotations"))
+                .filter(|&a| doc.is_mapping(a));
+            if let Some(map) = annotations {
+                for e in doc.entries(map) {
+                    let Some(rest) = doc.key_str(e.key).and_then(|k| k.strip_prefix(prefix)) else {
+                        continue;
+                    };
+                    if !check.annotation_per_container {
+                        out.push((e.value, None));
+                    } else if let Some(i) = cx
+                        .containers
+                        .iter()
+                        .position(|c| c.name.as_deref() == Some(rest))
+                    {
+                        out.push((e.value, Some(i)));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The range a finding points at for a value that is present.
+fn present_range(doc: &Document, leaf_entry: Option<Entry>, value: NodeId) -> TextRange {
+    match leaf_entry {
+        Some(e) => {
+            let key = doc.node(e.key).range;
+            let v = doc.node(e.value).range;
+            let multi_line_collection =
+                !matches!(doc.node(value).kind, NodeKind::Scalar(_)) && !doc.node(value).is_flow();
+            if multi_line_collection {
+                key
+            } else {
+                key.cover(v)
+            }
+        }
+        None => doc.node(value).range,
+    }
+}
+
+/// The range a finding points at for a value that is missing: the deepest key that exists on
+/// the way, else the container's `name`, else the key that holds the scope's node.
+fn missing_range(doc: &Document, text: &str, base: NodeId, deepest: Option<Entry>) -> TextRange {
+    if let Some(e) = deepest {
+        return doc.node(e.key).range;
+    }
+    if let Some(name) = doc.entry(base, "name") {
+        return doc.node(name.key).range.cover(doc.node(name.value).range);
+    }
+    if let Some(key) = key_of(doc, base) {
+        return doc.node(key).range;
+    }
+    first_line(doc, text, base)
+}
+
+/// The key under which `node` sits in its parent mapping.
+pub fn key_of(doc: &Document, node: NodeId) -> Option<NodeId> {
+    let parent = doc.node(node).parent?;
+    match &doc.node(parent).kind {
+        NodeKind::Mapping { entries, .. } => {
+            entries.iter().find(|e| e.value == node).map(|e| e.key)
+        }
+        _ => None,
+    }
+}
+
+fn first_line(doc: &Document, text: &str, node: NodeId) -> TextRange {
+    let r = doc.node(node).range;
+    let end = text[r.start()..r.end()]
+        .find(['\r', '\n'])
+        .map_or(r.end(), |i| r.start() + i);
+    TextRange::new(r.start(), end)
+}
+
+fn render(template: &str, value: Option<&str>, path: &[String]) -> String {
+    let value = match value {
+        Some("") => "\"\"",
+        Some(v) => v,
+        None => "",
+    };
+    template
+        .replace("{value}", value)
+        .replace("{path}", &path.join("."))
+}
+
+pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
+    if check.since.is_some_and(|s| cx.version < s) || check.until.is_some_and(|u| cx.version >= u) {
+        return Vec::new();
+    }
+    let doc = cx.doc;
+    let segs = parse_path(&check.path);
+    let mut hits = Vec::new();
+    for (base, container) in scope_targets(cx, check) {
+        // A container without an image, or a pod spec without containers, is a fragment (a
+        // kustomize patch): what it sets can be wrong, what it leaves out means nothing.
+        let fragment = match container {
+            Some(i) => doc.get(cx.containers[i].node, "image").is_none(),
+            None => cx
+                .containers
+                .iter()
+                .all(|c| doc.get(c.node, "image").is_none()),
+        };
+        for leaf in walk(doc, base, &segs) {
+            let (value, entry, inherited) = match (leaf.value, check.inherit && container.is_some())
+            {
+                (None, true) => {
+                    let pod_leaf = walk(doc, cx.workload.pod_spec, &segs).into_iter().next();
+                    match pod_leaf.and_then(|l| l.value.map(|v| (v, l.entry))) {
+                        Some((v, e)) => (Some(v), e, true),
+                        None => (None, None, false),
+                    }
+                }
+                (v, _) => (v, leaf.entry, false),
+            };
+            let mut hit = |range: TextRange, shown: Option<String>, item: Option<NodeId>| {
+                hits.push(Hit {
+                    range,
+                    message: render(&check.message, shown.as_deref(), &leaf.path),
+                    container,
+                    target: Target {
+                        base,
+                        path: leaf.path.clone(),
+                        value,
+                        entry,
+                        item,
+                        action: check.fix.clone(),
+                        inherited,
+                    },
+                    unless_service_account: None,
+                });
+            };
+            // Inherited values are reported at the container that inherits them.
+            let at_value = |v: NodeId| {
+                if inherited {
+                    missing_range(doc, cx.text, base, leaf.deepest)
+                } else {
+                    present_range(doc, entry, v)
+                }
+            };
+            let missing_at = missing_range(doc, cx.text, base, leaf.deepest);
+            // An annotation without a value is the empty string to the API server.
+            let value = match (value, check.scope) {
+                (None, Scope::Annotation) => Some(base),
+                (v, _) => v,
+            };
+            let shown = value.and_then(|v| canonical(doc, v));
+            let in_list = |items: &[Item], v: NodeId| {
+                let text = match canonical(doc, v) {
+                    Some(s) => s,
+                    None if check.scope == Scope::Annotation => String::new(),
+                    None => return false,
+                };
+                item_matches(&text, items, check.normalize, cx.version)
+            };
+            match &check.condition {
+                Condition::Equals(lit) => {
+                    if let Some(v) = value.filter(|&v| matches_literal(doc, v, lit)) {
+                        hit(at_value(v), shown, None);
+                    }
+                }
+                Condition::NotEquals(lit) => {
+                    if let Some(v) = value.filter(|&v| !matches_literal(doc, v, lit)) {
+                        hit(at_value(v), shown, None);
+                    }
+                }
+                Condition::MustEqual(lit) => match value {
+                    Some(v) if matches_literal(doc, v, lit) => {}
+                    Some(v) => hit(at_value(v), shown, None),
+                    None if !fragment => hit(missing_at, None, None),
+                    None => {}
+                },
+                Condition::In(items) => {
+                    if let Some(v) = value.filter(|&v| in_list(items, v)) {
+                        hit(at_value(v), shown, None);
+                    }
+                }
+                Condition::NotIn(items) => {
+                    if let Some(v) = value.filter(|&v| !in_list(items, v)) {
+                        hit(at_value(v), shown, None);
+                    }
+                }
+                Condition::MustBeIn(items) => match value {
+                    Some(v) if in_list(items, v) => {}
+                    Some(v) => hit(at_value(v), shown, None),
+                    None if !fragment => hit(missing_at, None, None),
+                    None => {}
+                },
+                Condition::AnyIn(items) | Condition::AnyNotIn(items) => {
+                    let want_in = matches!(check.condition, Condition::AnyIn(_));
+                    if let Some(v) = value {
+                        for &item in doc.items(v) {
+                            let Some(item) = doc.resolve(item) else {
+                                continue;
+                            };
+                            if canonical(doc, item).is_some() && in_list(items, item) == want_in {
+                                let range = if inherited {
+                                    missing_at
+                                } else {
+                                    doc.node(item).range
+                                };
+                                hit(range, canonical(doc, item), Some(item));
+                            }
+                        }
+                    }
+                }
+                Condition::MustContain(item) => match value {
+                    Some(v)
+                        if doc.items(v).iter().any(|&i| {
+                            canonical(doc, i).is_some_and(|s| {
+                                item_matches(
+                                    &s,
+                                    std::slice::from_ref(item),
+                                    check.normalize,
+                                    cx.version,
+                                )
+                            })
+                        }) => {}
+                    Some(v) => hit(at_value(v), shown, None),
+                    None if !fragment => hit(missing_at, None, None),
+                    None => {}
+                },
+                Condition::Present => {
+                    if let Some(v) = value {
+                        hit(at_value(v), shown, None);
+                    }
+                }
+                Condition::Missing => {
+                    if value.is_none() && !fragment {
+                        hit(missing_at, None, None);
+                    }
+                }
+                Condition::KeysNotIn(items) => {
+                    if let Some(v) = value {
+                        for e in doc.entries(v) {
+                            let Some(key) = doc.key_str(e.key) else {
+                                continue;
+                            };
+                            if key != "name"
+                                && !item_matches(key, items, check.normalize, cx.version)
+                            {
+                                let range = doc.node(e.key).range;
+                                hit(range, Some(key.to_string()), Some(e.key));
+                            }
+                        }
+                    }
+                }
+                Condition::MutableImageTag(spec) => {
+                    if let Some(v) = value
+                        && let Some(image) = doc.str_value(v)
+                        && let Some(reason) = mutable_tag(image, &spec.tags)
+                    {
+                        hit(at_value(v), Some(format!("{image} ({reason})")), None);
+                    }
+                }
+                Condition::SecretEnv(spec) => {
+                    if let Some(v) = value {
+                        for &item in doc.items(v) {
+                            let Some(item) = doc.resolve(item) else {
+                                continue;
+                            };
+                            let name = doc.get(item, "name").and_then(|n| doc.str_value(n));
+                            let Some(literal) = doc.get(item, "value") else {
+                                continue;
+                            };
+                            let Some(text) = doc.str_value(literal) else {
+                                continue;
+                            };
+                            if text.is_empty() || text.starts_with("$(") && text.ends_with(')') {
+                                continue;
+                            }
+                            let by_value =
+                                spec.value_markers.iter().any(|m| text.contains(m.as_str()));
+                            let by_name = name.is_some_and(|n| looks_secret(n, spec));
+                            if by_value || by_name {
+                                let range = doc
+                                    .entry(item, "value")
+                                    .map_or(doc.node(item).range, |e| doc.node(e.key).range);
+                                hit(range, name.map(str::to_string), Some(item));
+                            }
+                        }
+                    }
+                }
+                Condition::ServiceAccountToken => {
+                    let explicit = value.and_then(|v| doc.scalar(v)).map(|s| s.resolved());
+                    match explicit {
+                        Some(Plain::Bool(false)) => {}
+                        Some(_) => hit(at_value(value.unwrap_or(base)), shown, None),
+                        None if !fragment => {
+                            let sa = doc
+                                .get(cx.workload.pod_spec, "serviceAccountName")
+                                .or_else(|| doc.get(cx.workload.pod_spec, "serviceAccount"))
+                                .and_then(|n| doc.str_value(n))
+                                .filter(|s| !s.is_empty())
+                                .unwrap_or("default")
+                                .to_string();
+                            hit(missing_at, None, None);
+                            if let Some(last) = hits.last_mut() {
+                                last.unless_service_account =
+                                    Some((cx.workload.object.info.namespace.clone(), sa));
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Split an env var name into lower-case words: `DB_PASSWORD`, `dbPassword`, `db-password`.
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        cur.push(c.to_ascii_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn looks_secret(name: &str, spec: &super::SecretEnv) -> bool {
+    let ws = words(name);
+    if ws
+        .iter()
+        .any(|w| spec.name_ignore_words.iter().any(|i| i == w))
+    {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    ws.iter().any(|w| spec.name_words.iter().any(|s| s == w))
+        || spec
+            .name_suffixes
+            .iter()
+            .any(|s| lower.ends_with(s.as_str()))
+}
+
+/// Why an image reference is mutable, if it is: no digest, and no tag or a moving one.
+pub fn mutable_tag(image: &str, moving: &[String]) -> Option<String> {
+    let image = image.trim();
+    if image.is_empty() || image.contains("@sha256:") || image.contains('@') {
+        return None;
+    }
+    // The tag is after the last `:` that follows the last `/` (`host:5000/img` has no tag).
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    match last_segment.rsplit_once(':') {
+        None => Some("no tag, so `latest`".to_string()),
+        Some((_, tag)) if moving.iter().any(|m| m == tag) => Some(format!("tag `{tag}`")),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("securityContext.sysctls[*].name"),
+            vec![
+                Seg::Key("securityContext".into()),
+                Seg::Key("sysctls".into()),
+                Seg::Each,
+                Seg::Key("name".into())
+            ]
+        );
+        assert_eq!(parse_path(""), vec![]);
+    }
+
+    #[test]
+    fn image_tags() {
+        let moving = vec!["latest".to_string()];
+        assert!(mutable_tag("nginx", &moving).is_some());
+        assert!(mutable_tag("nginx:latest", &moving).is_some());
+        assert!(mutable_tag("registry:5000/team/app", &moving).is_some());
+        assert!(mutable_tag("registry:5000/team/app:1.2", &moving).is_none());
+        assert!(mutable_tag("nginx@sha256:abcd", &moving).is_none());
+        assert!(mutable_tag("nginx:latest@sha256:abcd", &moving).is_none());
+    }
+
+    #[test]
+    fn env_names_split_into_words() {
+        assert_eq!(words("DB_PASSWORD"), ["db", "password"]);
+        assert_eq!(words("dbPassword"), ["db", "password"]);
+        assert_eq!(words("MONKEY_COUNT"), ["monkey", "count"]);
+    }
+
+    #[test]
+    fn capabilities_normalise() {
+        assert_eq!(
+            normalize("cap_sys_admin", Normalize::Capability),
+            "SYS_ADMIN"
+        );
+        assert_eq!(normalize("/var/run/", Normalize::Path), "/var/run");
+        assert_eq!(normalize("/", Normalize::Path), "/");
+    }
+}

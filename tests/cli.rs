@@ -1,0 +1,277 @@
+//! The `kubeharden` command line, run as a user runs it.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn kubeharden(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn examples() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+const BAD_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostPID: true\n  containers:\n    - name: c\n      image: nginx:1.27\n";
+
+#[test]
+fn lint_examples_finds_and_fails() {
+    let out = kubeharden(&["lint", "examples"], examples());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("examples/node-agent-daemonset.yaml:19:7: error [host-pid] hostPID: true lets the pod see and signal every process on the node (DaemonSet monitoring/node-agent)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains("in 5 files, 8 documents, 7 workloads"),
+        "{text}"
+    );
+    // The hardened example is clean.
+    let out = kubeharden(&["lint", "examples/hardened-deployment.yaml"], examples());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let out = kubeharden(
+        &["lint", "--format", "json", "examples/web-deployment.yaml"],
+        examples(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let keys = [
+        "rule",
+        "severity",
+        "path",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "message",
+        "kind",
+        "name",
+        "namespace",
+        "container",
+        "fixable",
+    ];
+    let first = &v["findings"][0];
+    for k in keys {
+        assert!(first.get(k).is_some(), "missing {k} in {first}");
+    }
+    assert_eq!(first.as_object().unwrap().len(), keys.len());
+    assert_eq!(v["summary"]["files"], 1);
+    assert_eq!(v["summary"]["documents"], 2);
+    assert_eq!(v["summary"]["workloads"], 1);
+    assert_eq!(
+        v["summary"]["findings"].as_u64().unwrap() as usize,
+        v["findings"].as_array().unwrap().len()
+    );
+    let secret = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "secret-in-env")
+        .unwrap();
+    assert_eq!(
+        (secret["line"].as_u64(), secret["column"].as_u64()),
+        (Some(28), Some(15))
+    );
+    assert_eq!(secret["container"], "web");
+    assert_eq!(secret["namespace"], "shop");
+}
+
+#[test]
+fn sarif_is_2_1_0_with_rule_metadata() {
+    let out = kubeharden(&["lint", "--format", "sarif", "examples"], examples());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 30);
+    for result in run["results"].as_array().unwrap() {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index]["id"], result["ruleId"]);
+        assert!(
+            rules[index]["help"]["markdown"]
+                .as_str()
+                .unwrap()
+                .contains("## Why is this bad?")
+        );
+        let region = &result["locations"][0]["physicalLocation"]["region"];
+        assert!(region["startLine"].as_u64().unwrap() >= 1);
+        assert!(matches!(
+            result["level"].as_str(),
+            Some("error" | "warning" | "note")
+        ));
+    }
+}
+
+#[test]
+fn github_format_prints_workflow_commands() {
+    let out = kubeharden(
+        &[
+            "lint",
+            "--format",
+            "github",
+            "examples/node-agent-daemonset.yaml",
+        ],
+        examples(),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with("::error file=examples/node-agent-daemonset.yaml,line=19,col=7,endLine=19,endColumn=20,title=KubeHarden host-pid::")),
+        "{text}"
+    );
+}
+
+#[test]
+fn stdin_profile_threshold_and_exit_codes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .args(["lint", "-", "--profile", "baseline"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(BAD_POD.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.starts_with("<stdin>:6:3: error [host-pid]"), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "baseline has only host-pid here: {text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.yaml"),
+        BAD_POD.replace("hostPID: true", "hostPID: false"),
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "--profile", "baseline", "."], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // Warnings only, and the threshold is error: success.
+    let out = kubeharden(&["lint", "--fail-on", "error", "ok.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = kubeharden(&["lint", "missing.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read missing.yaml"));
+    let out = kubeharden(&["lint", "--profile", "strict", "."], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_repository_config_is_found_and_its_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".github")).unwrap();
+    std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+    std::fs::create_dir_all(dir.path().join("test")).unwrap();
+    std::fs::write(dir.path().join("deploy/pod.yaml"), BAD_POD).unwrap();
+    std::fs::write(dir.path().join("test/pod.yaml"), BAD_POD).unwrap();
+    std::fs::write(
+        dir.path().join(".github/kubeharden.yaml"),
+        "profile: baseline\nkubernetes-version: 1.30\nrules:\n  disable: [host-network]\n  severity:\n    host-pid: note\npaths:\n  exclude: [\"test/**\"]\nfail-on: warning\n",
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "."], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("deploy/pod.yaml:6:3: note [host-pid]"),
+        "{text}"
+    );
+    assert!(!text.contains("test/pod.yaml"), "{text}");
+
+    std::fs::write(
+        dir.path().join(".github/kubeharden.yaml"),
+        "profile: baseline\nrules:\n  disable: [host-netwerk]\n  severity:\n    host-pid: fatal\n",
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "."], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(".github/kubeharden.yaml:5:15: `rules.severity.host-pid`"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join(".github/kubeharden.yaml"),
+        "rules:\n  disable: [host-netwerk, host-pid]\n  enable: [nope]\n",
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "."], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kubeharden.yaml:2:13: `rules.disable`: unknown rule `host-netwerk`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kubeharden.yaml:3:12: `rules.enable`: unknown rule `nope`"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join(".github/kubeharden.yaml"), "profil: nsa\n").unwrap();
+    let out = kubeharden(&["lint", "."], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kubeharden.yaml:1:1: `profil`: unknown field `profil`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rules_and_explain() {
+    let out = kubeharden(&["rules"], examples());
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("host-pid ") && l.contains("baseline") && l.contains("unsafe"))
+    );
+    let out = kubeharden(&["explain", "run-as-root-allowed"], examples());
+    let text = stdout(&out);
+    for section in kubeharden::rules::DOC_SECTIONS {
+        assert!(text.contains(section), "{section}");
+    }
+    let out = kubeharden(&["explain", "no-such-rule"], examples());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn files_that_are_not_utf8_are_reported_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("latin1.yaml"),
+        b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: caf\xe9\n",
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "latin1.yaml"], dir.path());
+    let text = stdout(&out);
+    assert!(text.starts_with("latin1.yaml:4:"), "{text}");
+    assert!(text.contains("[invalid-yaml]"), "{text}");
+}
