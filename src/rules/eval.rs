@@ -440,7 +440,9 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                 (None, Scope::Annotation) => Some(base),
                 (v, _) => v,
             };
-            let shown = value.and_then(|v| canonical(doc, v));
+            let shown = value
+                .and_then(|v| canonical(doc, v))
+                .or_else(|| (check.scope == Scope::Annotation).then(String::new));
             let in_list = |items: &[Item], v: NodeId| {
                 let text = match canonical(doc, v) {
                     Some(s) => s,
