@@ -5,6 +5,7 @@
 //! and prints or posts what the core produced.
 
 pub mod config;
+pub mod fix;
 pub mod k8s;
 pub mod lint;
 pub mod render;

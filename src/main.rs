@@ -6,10 +6,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use kubeharden::config::{CONFIG_PATHS, Config};
+use kubeharden::fix::fix_file;
 use kubeharden::k8s::KubeVersion;
 use kubeharden::lint::{Linter, Settings};
 use kubeharden::render;
-use kubeharden::rules::{Profile, Registry, Severity};
+use kubeharden::rules::{Applicability, Profile, Registry, Severity};
 use kubeharden::source::SourceFile;
 
 #[derive(Parser)]
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Lint Kubernetes manifests (files, directories, or - for standard input).
     Lint(LintArgs),
+    /// Fix what can be fixed with minimal edits; prints a unified diff unless --write.
+    Fix(FixArgs),
     /// List the rules.
     Rules(RulesArgs),
     /// Print a rule's documentation.
@@ -53,6 +56,36 @@ struct LintArgs {
     paths: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Also list the documents that were skipped and why.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(clap::Args)]
+struct FixArgs {
+    /// Files or directories (searched for *.yaml and *.yml); `-` reads standard input.
+    #[arg(default_value = ".")]
+    paths: Vec<String>,
+    /// Rewrite the files (for `-`, print the fixed text) instead of printing a diff.
+    #[arg(long)]
+    write: bool,
+    /// Also apply unsafe fixes (ones that can stop a workload from working; see `explain`).
+    #[arg(long)]
+    unsafe_fixes: bool,
+    /// Only these rules (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    select: Vec<String>,
+    /// Not these rules (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
     /// baseline, restricted or nsa (the default: restricted plus the NSA/CISA guidance).
     #[arg(long)]
     profile: Option<Profile>,
@@ -69,9 +102,6 @@ struct LintArgs {
     /// Lowest severity that makes the exit code 1: note, warning or error.
     #[arg(long)]
     fail_on: Option<Severity>,
-    /// Also list the documents that were skipped and why.
-    #[arg(long, short)]
-    verbose: bool,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lint(args) => lint(args),
+        Command::Fix(args) => fix(args),
         Command::Rules(args) => list_rules(args),
         Command::Explain { rule, rules } => explain(&rule, rules.as_deref()),
     };
@@ -138,9 +169,17 @@ fn find_config(explicit: Option<&Path>) -> Result<Option<(PathBuf, PathBuf)>> {
     Ok(None)
 }
 
-fn lint(args: LintArgs) -> Result<ExitCode> {
-    let registry = registry(args.rules.as_deref())?;
-    let (config, config_root) = match find_config(args.config.as_deref())? {
+/// The rules, the repository configuration and the settings the command line asks for.
+struct Setup {
+    registry: Registry,
+    config: Config,
+    config_root: Option<PathBuf>,
+    settings: Settings,
+}
+
+fn setup(common: &CommonArgs) -> Result<Setup> {
+    let registry = registry(common.rules.as_deref())?;
+    let (config, config_root) = match find_config(common.config.as_deref())? {
         Some((path, root)) => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -150,15 +189,30 @@ fn lint(args: LintArgs) -> Result<ExitCode> {
         None => (Config::default(), None),
     };
     let mut settings: Settings = config.settings();
-    if let Some(p) = args.profile {
+    if let Some(p) = common.profile {
         settings.profile = p;
     }
-    if let Some(v) = args.kubernetes_version {
+    if let Some(v) = common.kubernetes_version {
         settings.kube_version = v;
     }
-    if let Some(f) = args.fail_on {
+    if let Some(f) = common.fail_on {
         settings.fail_on = f;
     }
+    Ok(Setup {
+        registry,
+        config,
+        config_root,
+        settings,
+    })
+}
+
+fn lint(args: LintArgs) -> Result<ExitCode> {
+    let Setup {
+        registry,
+        config,
+        config_root,
+        settings,
+    } = setup(&args.common)?;
     let (files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
     let linter = Linter::new(&registry, settings);
     let report = linter.lint_files(&files);
@@ -185,6 +239,103 @@ fn lint(args: LintArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn fix(args: FixArgs) -> Result<ExitCode> {
+    let Setup {
+        registry,
+        config,
+        config_root,
+        mut settings,
+    } = setup(&args.common)?;
+    for id in args.select.iter().chain(&args.ignore) {
+        if registry.get(id).is_none() {
+            bail!("unknown rule `{id}`; `kubeharden rules` lists them");
+        }
+    }
+    if !args.select.is_empty() {
+        let all: Vec<String> = registry.iter().map(|r| r.id.clone()).collect();
+        settings
+            .disable
+            .extend(all.into_iter().filter(|id| !args.select.contains(id)));
+        settings.enable.extend(args.select.iter().cloned());
+    }
+    settings.disable.extend(args.ignore.iter().cloned());
+    let min = if args.unsafe_fixes {
+        Applicability::Unsafe
+    } else {
+        Applicability::Safe
+    };
+    let (files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    let linter = Linter::new(&registry, settings);
+    let mut out = String::new();
+    let mut remaining = false;
+    let mut fixed_count = 0;
+    let mut unsafe_left = 0;
+    for file in &files {
+        let result = match fix_file(&linter, file, min) {
+            Ok(r) => r,
+            Err(e) => {
+                io_errors.push(e.into());
+                continue;
+            }
+        };
+        fixed_count += result.fixed_findings.len();
+        unsafe_left += result
+            .remaining
+            .findings
+            .iter()
+            .filter(|f| f.applicability == Some(Applicability::Unsafe))
+            .count();
+        remaining |= result.remaining.failed(linter.settings.fail_on);
+        if result.fixed == file.text {
+            continue;
+        }
+        if !args.write {
+            out += &unified_diff(&file.path, &file.text, &result.fixed);
+        } else if file.path == "<stdin>" {
+            out += &result.fixed;
+        } else if let Err(e) = std::fs::write(&file.path, &result.fixed) {
+            io_errors.push(anyhow::Error::new(e).context(format!("cannot write {}", file.path)));
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    let verb = if args.write { "Fixed" } else { "Would fix" };
+    eprintln!(
+        "{verb} {fixed_count} finding{}.",
+        if fixed_count == 1 { "" } else { "s" }
+    );
+    if unsafe_left > 0 && !args.unsafe_fixes {
+        eprintln!(
+            "{unsafe_left} more can be fixed with --unsafe-fixes (read `kubeharden explain RULE` first)."
+        );
+    }
+    for e in &io_errors {
+        eprintln!("kubeharden: {e:#}");
+    }
+    Ok(if !io_errors.is_empty() {
+        ExitCode::from(2)
+    } else if remaining {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A unified diff with git-style headers and three lines of context.
+fn unified_diff(path: &str, old: &str, new: &str) -> String {
+    let diff = similar::TextDiff::from_lines(old, new);
+    let mut out = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
 }
 
 fn collect_inputs(

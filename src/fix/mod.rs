@@ -1,0 +1,323 @@
+//! Fixes as minimal text edits, modelled on ruff: an [`Edit`] replaces one range, a [`Fix`] is a
+//! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
+
+mod plan;
+pub mod suggest;
+
+use std::collections::BTreeSet;
+
+pub use plan::plan;
+
+use crate::lint::{Finding, Linter, Report};
+use crate::rules::Applicability;
+use crate::source::{SourceFile, TextRange};
+
+/// Replace `range` with `content` (an insertion when the range is empty).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Edit {
+    pub range: TextRange,
+    pub content: String,
+}
+
+impl Edit {
+    pub fn insertion(at: usize, content: impl Into<String>) -> Self {
+        Self {
+            range: TextRange::empty(at),
+            content: content.into(),
+        }
+    }
+
+    pub fn replacement(range: TextRange, content: impl Into<String>) -> Self {
+        Self {
+            range,
+            content: content.into(),
+        }
+    }
+
+    pub fn deletion(range: TextRange) -> Self {
+        Self {
+            range,
+            content: String::new(),
+        }
+    }
+}
+
+/// Edits that belong together, applied all or nothing.
+#[derive(Debug, Clone)]
+pub struct Fix {
+    edits: Vec<Edit>,
+    pub applicability: Applicability,
+    /// What the fix does, for people: "set allowPrivilegeEscalation: false".
+    pub description: String,
+    /// Rules whose findings the fix resolves.
+    pub rules: BTreeSet<String>,
+    /// Said when the fix changes more than the finding's own object (an anchor's users).
+    pub note: Option<String>,
+    /// Indices of the findings (as passed to the planner) the fix resolves.
+    pub findings: Vec<usize>,
+}
+
+impl Fix {
+    pub fn new(mut edits: Vec<Edit>, applicability: Applicability, description: String) -> Self {
+        edits.sort();
+        Self {
+            edits,
+            applicability,
+            description,
+            rules: BTreeSet::new(),
+            note: None,
+            findings: Vec::new(),
+        }
+    }
+
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    fn start(&self) -> usize {
+        self.edits.first().map_or(0, |e| e.range.start())
+    }
+
+    /// A fix that would touch a comment is trusted one level less: the comment may carry
+    /// meaning the fix cannot see.
+    pub fn downgrade_if_touching(&mut self, comments: &[TextRange]) {
+        let touches = self.edits.iter().any(|e| {
+            comments
+                .iter()
+                .any(|c| e.range.start() < c.end() && c.start() < e.range.end())
+        });
+        if touches {
+            self.applicability = match self.applicability {
+                Applicability::Safe => Applicability::Unsafe,
+                _ => Applicability::DisplayOnly,
+            };
+        }
+    }
+}
+
+/// Apply fixes at or above `min` in one pass; a fix overlapping one already applied is skipped
+/// whole (it will be planned again on the next pass). Returns the new text and the fixes applied.
+pub fn apply(text: &str, fixes: &[Fix], min: Applicability) -> (String, Vec<usize>) {
+    let mut order: Vec<usize> = (0..fixes.len())
+        .filter(|&i| fixes[i].applicability >= min && !fixes[i].edits.is_empty())
+        .collect();
+    order.sort_by_key(|&i| (fixes[i].start(), i));
+    let mut applied = Vec::new();
+    let mut claimed: Vec<TextRange> = Vec::new();
+    for i in order {
+        let fix = &fixes[i];
+        // A fix whose own edits overlap is a planner bug; skipping it keeps the text intact.
+        let self_overlap = fix
+            .edits
+            .windows(2)
+            .any(|w| w[1].range.start() < w[0].range.end());
+        debug_assert!(!self_overlap, "fix with overlapping edits: {fix:?}");
+        let overlaps = self_overlap
+            || fix.edits.iter().any(|e| {
+                claimed.iter().any(|c| {
+                    e.range.start() < c.end() && c.start() < e.range.end()
+                        || e.range.is_empty()
+                            && c.start() < e.range.start()
+                            && e.range.start() < c.end()
+                        || c.is_empty() && e.range.start() < c.start() && c.start() < e.range.end()
+                })
+            });
+        if overlaps {
+            continue;
+        }
+        claimed.extend(fix.edits.iter().map(|e| e.range));
+        applied.push(i);
+    }
+    // Blocks inserted at the same place nest: the deeper one belongs to the inner node (a
+    // container's new `securityContext` goes before the pod's, both at the end of the pod
+    // spec), so at one offset deeper insertions come first.
+    let mut edits: Vec<&Edit> = applied
+        .iter()
+        .flat_map(|&i| fixes[i].edits.iter())
+        .collect();
+    edits.sort_by_key(|e| {
+        (
+            e.range.start(),
+            !e.range.is_empty(),
+            std::cmp::Reverse(depth(&e.content)),
+        )
+    });
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut last = 0;
+    for e in edits {
+        out.push_str(&text[last..e.range.start()]);
+        out.push_str(&e.content);
+        last = e.range.end();
+    }
+    out.push_str(&text[last..]);
+    (out, applied)
+}
+
+/// Indentation of the lines an edit inserts.
+fn depth(content: &str) -> usize {
+    let content = content.trim_start_matches(['\r', '\n']);
+    content.len() - content.trim_start_matches(' ').len()
+}
+
+/// The outcome of fixing one file.
+#[derive(Debug)]
+pub struct FixResult {
+    pub fixed: String,
+    /// Findings of the original text that the fixes resolved.
+    pub fixed_findings: Vec<Finding>,
+    /// Findings, of any pass, that an applied fix set out to resolve.
+    pub claimed: Vec<Finding>,
+    /// Findings left in the fixed text.
+    pub remaining: Report,
+    pub passes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixError {
+    #[error("{path}: fixes did not converge after {passes} passes (a bug: please report it)")]
+    NoConvergence { path: String, passes: usize },
+    #[error("{path}: the fixed text does not parse: {message} (a bug: please report it)")]
+    BrokeSyntax { path: String, message: String },
+}
+
+/// The most passes a file gets: each pass may unlock fixes an earlier one blocked (such as
+/// `allowPrivilegeEscalation: false` once `privileged` is gone).
+pub const MAX_PASSES: usize = 8;
+
+/// Fix one file: plan, apply, re-lint, until nothing changes.
+pub fn fix_file(
+    linter: &Linter<'_>,
+    file: &SourceFile,
+    min: Applicability,
+) -> Result<FixResult, FixError> {
+    let original = linter.lint_files(std::slice::from_ref(file));
+    let mut current = file.clone();
+    let mut report = original;
+    let first_findings = report.findings.clone();
+    let mut claimed = Vec::new();
+    for pass in 1..=MAX_PASSES {
+        let fixes = plan(linter, &current, &report.findings, min);
+        let (text, applied) = apply(&current.text, &fixes, min);
+        for &i in &applied {
+            claimed.extend(
+                fixes[i]
+                    .findings
+                    .iter()
+                    .map(|&f| report.findings[f].clone()),
+            );
+        }
+        if applied.is_empty() || text == current.text {
+            let fixed_findings = first_findings
+                .iter()
+                .filter(|f| !report.findings.iter().any(|r| same_finding(f, r)))
+                .cloned()
+                .collect();
+            return Ok(FixResult {
+                fixed: current.text,
+                fixed_findings,
+                claimed,
+                remaining: report,
+                passes: pass - 1,
+            });
+        }
+        let next = SourceFile::new(file.path.clone(), text);
+        let stream = crate::yaml::parse(&next.text, &linter.settings.limits);
+        if let Some(e) = stream
+            .errors
+            .iter()
+            .find(|e| e.kind == crate::yaml::YamlErrorKind::Syntax)
+            && !crate::yaml::parse(&current.text, &linter.settings.limits)
+                .errors
+                .iter()
+                .any(|old| old.message == e.message)
+        {
+            let at = next.line_col(e.range.start());
+            return Err(FixError::BrokeSyntax {
+                path: file.path.clone(),
+                message: format!(
+                    "{} at line {} of the fixed text: {:?}",
+                    e.message,
+                    at.line,
+                    next.lines
+                        .line_range(at.line - 1, &next.text)
+                        .slice(&next.text)
+                ),
+            });
+        }
+        report = linter.lint_files(std::slice::from_ref(&next));
+        current = next;
+    }
+    Err(FixError::NoConvergence {
+        path: file.path.clone(),
+        passes: MAX_PASSES,
+    })
+}
+
+/// Findings are the same across texts when rule, object, container and message agree (their
+/// positions move as lines are inserted).
+fn same_finding(a: &Finding, b: &Finding) -> bool {
+    a.rule == b.rule
+        && a.object == b.object
+        && a.container == b.container
+        && a.message == b.message
+        && a.document == b.document
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(edits: Vec<Edit>, applicability: Applicability) -> Fix {
+        Fix::new(edits, applicability, String::new())
+    }
+
+    #[test]
+    fn overlapping_fixes_are_skipped_whole() {
+        let text = "abcdef";
+        let fixes = vec![
+            fix(
+                vec![Edit::replacement(TextRange::new(1, 3), "X")],
+                Applicability::Safe,
+            ),
+            fix(
+                vec![
+                    Edit::insertion(0, "<"),
+                    Edit::replacement(TextRange::new(2, 4), "Y"),
+                ],
+                Applicability::Safe,
+            ),
+            fix(
+                vec![Edit::deletion(TextRange::new(5, 6))],
+                Applicability::Safe,
+            ),
+        ];
+        let (out, applied) = apply(text, &fixes, Applicability::Safe);
+        // The second fix starts first, so it wins; the first overlaps it and waits.
+        assert_eq!(out, "<abYe");
+        assert_eq!(applied, [1, 2]);
+    }
+
+    #[test]
+    fn applicability_filters() {
+        let fixes = vec![
+            fix(vec![Edit::insertion(0, "s")], Applicability::Safe),
+            fix(vec![Edit::insertion(1, "u")], Applicability::Unsafe),
+            fix(vec![Edit::insertion(2, "d")], Applicability::DisplayOnly),
+        ];
+        assert_eq!(apply("ab", &fixes, Applicability::Safe).0, "sab");
+        assert_eq!(apply("ab", &fixes, Applicability::Unsafe).0, "saub");
+    }
+
+    #[test]
+    fn touching_a_comment_downgrades() {
+        let mut f = fix(
+            vec![Edit::deletion(TextRange::new(0, 10))],
+            Applicability::Safe,
+        );
+        f.downgrade_if_touching(&[TextRange::new(5, 8)]);
+        assert_eq!(f.applicability, Applicability::Unsafe);
+        let mut f = fix(vec![Edit::insertion(3, "x")], Applicability::Safe);
+        f.downgrade_if_touching(&[TextRange::new(5, 8)]);
+        assert_eq!(f.applicability, Applicability::Safe);
+    }
+}

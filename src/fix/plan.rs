@@ -1,0 +1,1002 @@
+//! The planner: rules say what they need ("this container's
+//! `securityContext.allowPrivilegeEscalation` must be `false`"); the planner merges the needs of
+//! all findings per target node and writes the smallest edits that satisfy them, in the file's
+//! own style (indent width, dash indentation, line endings, flow or block).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::lint::{Finding, Linter};
+use crate::rules::eval::Target;
+use crate::rules::{Applicability, FixAction, Literal};
+use crate::source::{SourceFile, TextRange};
+use crate::yaml::{self, Document, Entry, NodeId, NodeKind, Plain, ScalarStyle};
+
+use super::{Edit, Fix};
+
+/// Fields a container inherits from the pod's `securityContext`: one pod-level edit fixes every
+/// container that does not override it.
+const HOISTABLE: &[&[&str]] = &[
+    &["securityContext", "runAsNonRoot"],
+    &["securityContext", "seccompProfile", "type"],
+];
+
+/// Order of keys in a `securityContext` we create, as people usually write them.
+const KEY_ORDER: &[&str] = &[
+    "runAsNonRoot",
+    "runAsUser",
+    "runAsGroup",
+    "allowPrivilegeEscalation",
+    "privileged",
+    "readOnlyRootFilesystem",
+    "capabilities",
+    "drop",
+    "seccompProfile",
+    "type",
+    "appArmorProfile",
+];
+
+#[derive(Debug, Clone)]
+enum Action {
+    Set(Literal),
+    AddItem(String),
+    RemoveEntry(Entry),
+    RemoveItem(NodeId),
+}
+
+#[derive(Debug, Clone)]
+struct Need {
+    doc: usize,
+    /// The node the path starts from (a container, the pod spec, a volume mount).
+    base: NodeId,
+    path: Vec<String>,
+    action: Action,
+    applicability: Applicability,
+    rule: String,
+    /// Indices of the findings it came from.
+    findings: Vec<usize>,
+}
+
+/// The file's formatting habits, so generated YAML looks like its neighbours.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub indent: usize,
+    /// Columns between a key and the dashes of its block sequence (0 or the indent).
+    pub dash: usize,
+    pub nl: &'static str,
+}
+
+pub fn detect_style(file: &SourceFile, docs: &[Document]) -> Style {
+    let mut indents: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut dashes: BTreeMap<usize, usize> = BTreeMap::new();
+    let col = |offset: usize| offset - file.lines.line_start(file.lines.line_of(offset));
+    for doc in docs {
+        for (_, node) in doc.nodes() {
+            let NodeKind::Mapping {
+                entries,
+                flow: false,
+            } = &node.kind
+            else {
+                continue;
+            };
+            for e in entries {
+                let key_col = col(doc.node(e.key).range.start());
+                let value = doc.node(e.value);
+                match &value.kind {
+                    NodeKind::Mapping {
+                        entries: inner,
+                        flow: false,
+                    } if !inner.is_empty() => {
+                        let child = col(doc.node(inner[0].key).range.start());
+                        if child > key_col
+                            && file.lines.line_of(value.range.start())
+                                != file.lines.line_of(doc.node(e.key).range.start())
+                        {
+                            *indents.entry(child - key_col).or_default() += 1;
+                        }
+                    }
+                    NodeKind::Sequence { flow: false, .. } => {
+                        let dash = col(value.range.start());
+                        if dash >= key_col {
+                            *dashes.entry(dash - key_col).or_default() += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let most = |m: &BTreeMap<usize, usize>, default: usize| {
+        m.iter()
+            .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
+            .map_or(default, |(k, _)| *k)
+    };
+    let indent = most(&indents, 2).clamp(1, 8);
+    Style {
+        indent,
+        dash: most(&dashes, indent),
+        nl: file.line_ending(),
+    }
+}
+
+/// Plan fixes for the findings of one file; only needs at or above `min` are planned, so a
+/// created block never carries an edit the caller did not ask for.
+pub fn plan(
+    linter: &Linter<'_>,
+    file: &SourceFile,
+    findings: &[Finding],
+    min: Applicability,
+) -> Vec<Fix> {
+    let stream = yaml::parse(&file.text, &linter.settings.limits);
+    let docs = &stream.documents;
+    let style = detect_style(file, docs);
+    let mut needs: Vec<Need> = Vec::new();
+    for (index, f) in findings
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.path == file.path)
+    {
+        let (Some(hit), Some(applicability)) = (&f.hit, f.applicability) else {
+            continue;
+        };
+        if applicability < min || f.document >= docs.len() {
+            continue;
+        }
+        if let Some(need) = need_for(f.document, &hit.target, applicability, &f.rule, index) {
+            needs.push(need);
+        }
+    }
+    hoist(docs, &mut needs);
+    guard(docs, &mut needs);
+    dedup(&mut needs);
+
+    let mut fixes = Vec::new();
+    // One fix per base node: a container's needs become one coherent edit set.
+    let mut by_base: BTreeMap<(usize, NodeId), Vec<Need>> = BTreeMap::new();
+    for n in needs {
+        by_base.entry((n.doc, n.base)).or_default().push(n);
+    }
+    for ((doc_index, _), group) in by_base {
+        let doc = &docs[doc_index];
+        let mut writer = Writer {
+            text: &file.text,
+            file,
+            doc,
+            style,
+            edits: Vec::new(),
+            touched: Vec::new(),
+            inserts: BTreeMap::new(),
+            removals: BTreeMap::new(),
+            removed: BTreeMap::new(),
+        };
+        let mut described = Vec::new();
+        for need in &group {
+            if writer.apply(need) {
+                described.push(describe(need));
+            }
+        }
+        writer.flush_inserts();
+        if writer.edits.is_empty() {
+            continue;
+        }
+        let applicability = group
+            .iter()
+            .map(|n| n.applicability)
+            .min()
+            .unwrap_or(Applicability::DisplayOnly);
+        let mut fix = Fix::new(
+            std::mem::take(&mut writer.edits),
+            applicability,
+            described.join("; "),
+        );
+        fix.rules = group.iter().map(|n| n.rule.clone()).collect();
+        fix.findings = group
+            .iter()
+            .flat_map(|n| n.findings.iter().copied())
+            .collect();
+        fix.note = anchor_note(doc, &writer.touched, &file.text);
+        fix.downgrade_if_touching(&stream.comments);
+        fixes.push(fix);
+    }
+    fixes
+}
+
+fn need_for(
+    doc_index: usize,
+    t: &Target,
+    applicability: Applicability,
+    rule: &str,
+    finding: usize,
+) -> Option<Need> {
+    let action = match t.action.as_ref()? {
+        FixAction::Set(v) => Action::Set(v.clone()),
+        FixAction::AddItem(item) => Action::AddItem(item.clone()),
+        FixAction::RemoveKey => Action::RemoveEntry(t.entry?),
+        FixAction::RemoveItems => Action::RemoveItem(t.item?),
+    };
+    Some(Need {
+        doc: doc_index,
+        base: t.base,
+        path: t.path.iter().map(|p| strip_index(p)).collect(),
+        action,
+        applicability,
+        rule: rule.to_string(),
+        findings: vec![finding],
+    })
+}
+
+/// `ports[2]` → `ports`: paths in targets carry the index of the item they went through.
+fn strip_index(p: &str) -> String {
+    p.split('[').next().unwrap_or(p).to_string()
+}
+
+/// The pod spec that holds a container: container → sequence → pod spec.
+fn pod_spec_of(doc: &Document, container: NodeId) -> Option<NodeId> {
+    let list = doc.node(container).parent?;
+    let spec = doc.node(list).parent?;
+    doc.is_mapping(spec).then_some(spec)
+}
+
+/// Move inheritable settings that a container lacks to the pod's `securityContext`, unless the
+/// pod sets them (badly) itself, in which case the pod's value is fixed by its own finding.
+fn hoist(docs: &[Document], needs: &mut [Need]) {
+    for n in needs.iter_mut() {
+        let Action::Set(_) = n.action else { continue };
+        if !HOISTABLE
+            .iter()
+            .any(|h| h.iter().copied().eq(n.path.iter().map(String::as_str)))
+        {
+            continue;
+        }
+        let doc = &docs[n.doc];
+        let keys: Vec<&str> = n.path.iter().map(String::as_str).collect();
+        // Only containers (items of a sequence) hoist; the container must not set it itself.
+        let is_container = doc.node(n.base).parent.is_some_and(|p| doc.is_sequence(p));
+        if !is_container || doc.get_path(n.base, &keys).is_some_and(|v| !doc.is_null(v)) {
+            continue;
+        }
+        if let Some(spec) = pod_spec_of(doc, n.base) {
+            n.base = spec;
+        }
+    }
+}
+
+/// Never write what the API server would reject: `allowPrivilegeEscalation: false` beside
+/// `privileged: true` or an added CAP_SYS_ADMIN (unless the same plan removes those).
+fn guard(docs: &[Document], needs: &mut Vec<Need>) {
+    let snapshot = needs.clone();
+    needs.retain(|n| {
+        if n.path.last().map(String::as_str) != Some("allowPrivilegeEscalation")
+            || !matches!(n.action, Action::Set(Literal::Bool(false)))
+        {
+            return true;
+        }
+        let doc = &docs[n.doc];
+        let privileged = doc
+            .get_path(n.base, &["securityContext", "privileged"])
+            .and_then(|v| doc.scalar(v))
+            .is_some_and(|s| s.resolved() == Plain::Bool(true));
+        let unprivileging = snapshot.iter().any(|o| {
+            o.doc == n.doc
+                && o.base == n.base
+                && o.path.last().map(String::as_str) == Some("privileged")
+                && matches!(o.action, Action::Set(Literal::Bool(false)))
+        });
+        let sys_admin: Vec<NodeId> = doc
+            .get_path(n.base, &["securityContext", "capabilities", "add"])
+            .map(|add| doc.items(add).to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&i| {
+                doc.str_value(i).is_some_and(|s| {
+                    let s = s.trim().to_ascii_uppercase();
+                    s == "SYS_ADMIN" || s == "CAP_SYS_ADMIN"
+                })
+            })
+            .collect();
+        let removed = |item: NodeId| {
+            snapshot
+                .iter()
+                .any(|o| o.doc == n.doc && matches!(o.action, Action::RemoveItem(i) if i == item))
+        };
+        (!privileged || unprivileging) && sys_admin.iter().all(|&i| removed(i))
+    });
+}
+
+/// Several findings can need the same edit (every container hoisting `runAsNonRoot` to the
+/// pod; two rules removing the same capability): keep one need that resolves them all, at the
+/// lowest applicability among them.
+fn dedup(needs: &mut Vec<Need>) {
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<Need> = Vec::new();
+    for n in needs.drain(..) {
+        let key = match &n.action {
+            Action::Set(v) => format!("{}:{}:{}=set{v}", n.doc, n.base, n.path.join(".")),
+            Action::AddItem(v) => format!("{}:{}:{}+={v}", n.doc, n.base, n.path.join(".")),
+            Action::RemoveEntry(e) => format!("{}:rm{}", n.doc, e.key),
+            Action::RemoveItem(i) => format!("{}:rmi{i}", n.doc),
+        };
+        match first.get(&key) {
+            Some(&i) => {
+                out[i].findings.extend(n.findings);
+                out[i].applicability = out[i].applicability.min(n.applicability);
+            }
+            None => {
+                first.insert(key, out.len());
+                out.push(n);
+            }
+        }
+    }
+    *needs = out;
+}
+
+fn describe(n: &Need) -> String {
+    let path = n.path.join(".");
+    match &n.action {
+        Action::Set(v) => format!("set {path}: {v}"),
+        Action::AddItem(v) => format!("add {v} to {path}"),
+        Action::RemoveEntry(_) => format!("remove {path}"),
+        Action::RemoveItem(_) => format!("remove an entry of {path}"),
+    }
+}
+
+/// Keys to create under one existing node, merged from several needs.
+#[derive(Debug, Default, Clone)]
+struct Tree {
+    keys: Vec<(String, Value)>,
+}
+
+#[derive(Debug, Clone)]
+enum Value {
+    Scalar(Literal),
+    Items(Vec<String>),
+    Map(Tree),
+}
+
+impl Tree {
+    fn insert(&mut self, path: &[String], leaf: Value) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let pos = self.keys.iter().position(|(k, _)| k == first);
+        if rest.is_empty() {
+            match pos {
+                Some(i) => {
+                    if let (Value::Items(have), Value::Items(more)) = (&mut self.keys[i].1, &leaf) {
+                        have.extend(
+                            more.iter()
+                                .filter(|m| !have.contains(m))
+                                .cloned()
+                                .collect::<Vec<_>>(),
+                        );
+                    } else {
+                        self.keys[i].1 = leaf;
+                    }
+                }
+                None => self.keys.push((first.clone(), leaf)),
+            }
+            return;
+        }
+        let i = match pos {
+            Some(i) => i,
+            None => {
+                self.keys.push((first.clone(), Value::Map(Tree::default())));
+                self.keys.len() - 1
+            }
+        };
+        if let Value::Map(sub) = &mut self.keys[i].1 {
+            sub.insert(rest, leaf);
+        }
+    }
+
+    fn sorted(&self) -> Vec<&(String, Value)> {
+        let mut keys: Vec<&(String, Value)> = self.keys.iter().collect();
+        keys.sort_by_key(|(k, _)| {
+            KEY_ORDER
+                .iter()
+                .position(|o| o == k)
+                .unwrap_or(KEY_ORDER.len())
+        });
+        keys
+    }
+}
+
+/// Where new keys go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Anchor {
+    /// Into an existing mapping.
+    Map(NodeId),
+    /// Under a key whose value is null (`securityContext:`).
+    Null(NodeId),
+}
+
+struct Writer<'a> {
+    text: &'a str,
+    file: &'a SourceFile,
+    doc: &'a Document,
+    style: Style,
+    edits: Vec<Edit>,
+    /// Nodes the edits change, for the anchor note.
+    touched: Vec<NodeId>,
+    inserts: BTreeMap<Anchor, Tree>,
+    /// Entries or items to remove, by the collection that holds them.
+    removals: BTreeMap<NodeId, BTreeSet<usize>>,
+    /// The same, once the removals are written, for insertions into the same collections.
+    removed: BTreeMap<NodeId, BTreeSet<usize>>,
+}
+
+enum Walk {
+    Found(Entry, NodeId),
+    Missing(Anchor, Vec<String>),
+    Blocked,
+}
+
+impl Writer<'_> {
+    /// Walk `path` from `base` as far as mappings exist.
+    fn walk(&self, base: NodeId, path: &[String]) -> Walk {
+        let doc = self.doc;
+        let Some(mut node) = doc.resolve(base) else {
+            return Walk::Blocked;
+        };
+        for (i, key) in path.iter().enumerate() {
+            if !doc.is_mapping(node) {
+                return Walk::Blocked;
+            }
+            match doc.entry(node, key) {
+                Some(e) => {
+                    let Some(value) = doc.resolve(e.value) else {
+                        return Walk::Blocked;
+                    };
+                    if i + 1 == path.len() {
+                        return Walk::Found(e, value);
+                    }
+                    if doc.is_null(value) {
+                        return Walk::Missing(Anchor::Null(e.key), path[i + 1..].to_vec());
+                    }
+                    node = value;
+                }
+                None => return Walk::Missing(Anchor::Map(node), path[i..].to_vec()),
+            }
+        }
+        Walk::Blocked
+    }
+
+    fn apply(&mut self, need: &Need) -> bool {
+        match &need.action {
+            Action::Set(value) => match self.walk(need.base, &need.path) {
+                Walk::Found(e, v) if self.doc.is_null(v) => {
+                    self.set_null(e, value);
+                    true
+                }
+                Walk::Found(_, v) => self.replace_scalar(v, value),
+                Walk::Missing(anchor, rest) => {
+                    self.inserts
+                        .entry(anchor)
+                        .or_default()
+                        .insert(&rest, Value::Scalar(value.clone()));
+                    true
+                }
+                Walk::Blocked => false,
+            },
+            Action::AddItem(item) => match self.walk(need.base, &need.path) {
+                Walk::Found(e, v) if self.doc.is_null(v) => {
+                    self.inserts
+                        .entry(Anchor::Null(e.key))
+                        .or_default()
+                        .keys
+                        .push((String::new(), Value::Items(vec![item.clone()])));
+                    true
+                }
+                Walk::Found(_, v) if self.doc.is_sequence(v) => self.add_item(v, item),
+                Walk::Found(..) | Walk::Blocked => false,
+                Walk::Missing(anchor, rest) => {
+                    self.inserts
+                        .entry(anchor)
+                        .or_default()
+                        .insert(&rest, Value::Items(vec![item.clone()]));
+                    true
+                }
+            },
+            Action::RemoveEntry(e) => self.remove_entry(*e),
+            Action::RemoveItem(i) => self.remove_item(*i),
+        }
+    }
+
+    fn col(&self, offset: usize) -> usize {
+        offset - self.file.lines.line_start(self.file.lines.line_of(offset))
+    }
+
+    fn line_start(&self, offset: usize) -> usize {
+        self.file.lines.line_start(self.file.lines.line_of(offset))
+    }
+
+    /// Offset just after the line break that ends the line holding `offset`, or the end of the
+    /// text (then `false`: there is no line break to insert after).
+    fn next_line(&self, offset: usize) -> (usize, bool) {
+        match self.text[offset..].find('\n') {
+            Some(i) => (offset + i + 1, true),
+            None => (self.text.len(), false),
+        }
+    }
+
+    fn replace_scalar(&mut self, node: NodeId, value: &Literal) -> bool {
+        let Some(s) = self.doc.node(node).as_scalar() else {
+            return false;
+        };
+        if s.style.is_block() {
+            return false;
+        }
+        let rendered = render_scalar(value, s.style);
+        let range = self.doc.node(node).range;
+        if range.slice(self.text) == rendered {
+            return false;
+        }
+        self.edits.push(Edit::replacement(range, rendered));
+        self.touched.push(node);
+        true
+    }
+
+    /// `key:` with nothing, `~` or `null` after it: write the value after the colon.
+    fn set_null(&mut self, e: Entry, value: &Literal) {
+        let v = self.doc.node(e.value).range;
+        let rendered = render_scalar(value, ScalarStyle::Plain);
+        if v.is_empty() {
+            let colon = self.colon_after(self.doc.node(e.key).range.end());
+            self.edits
+                .push(Edit::insertion(colon + 1, format!(" {rendered}")));
+        } else {
+            self.edits.push(Edit::replacement(v, rendered));
+        }
+        self.touched.push(e.value);
+    }
+
+    fn colon_after(&self, key_end: usize) -> usize {
+        self.text[key_end..]
+            .find(':')
+            .map_or(key_end, |i| key_end + i)
+    }
+
+    fn add_item(&mut self, seq: NodeId, item: &str) -> bool {
+        let node = self.doc.node(seq);
+        let NodeKind::Sequence { items, flow } = &node.kind else {
+            return false;
+        };
+        let rendered = render_scalar(&Literal::Str(item.to_string()), ScalarStyle::Plain);
+        // `drop: [all]` becomes `drop: [ALL]`: the same word in the case the check wants.
+        if let Some(&same) = items.iter().find(|&&i| {
+            self.doc
+                .str_value(i)
+                .is_some_and(|v| v.eq_ignore_ascii_case(item))
+        }) {
+            return self.replace_scalar(same, &Literal::Str(item.to_string()));
+        }
+        if *flow {
+            let edit = match items.last() {
+                Some(&last) => {
+                    Edit::insertion(self.doc.node(last).range.end(), format!(", {rendered}"))
+                }
+                None => Edit::insertion(node.range.start() + 1, rendered),
+            };
+            self.edits.push(edit);
+        } else {
+            let dash_col = self.col(node.range.start());
+            let (at, had_nl) = self.next_line(node.range.end());
+            let line = format!("{}- {rendered}", " ".repeat(dash_col));
+            self.edits
+                .push(insert_line(at, had_nl, &line, self.style.nl));
+        }
+        self.touched.push(seq);
+        true
+    }
+
+    fn remove_entry(&mut self, e: Entry) -> bool {
+        let Some(map) = self.doc.node(e.key).parent else {
+            return false;
+        };
+        let NodeKind::Mapping { entries, .. } = &self.doc.node(map).kind else {
+            return false;
+        };
+        let Some(index) = entries.iter().position(|x| x.key == e.key) else {
+            return false;
+        };
+        self.removals.entry(map).or_default().insert(index);
+        true
+    }
+
+    fn remove_item(&mut self, item: NodeId) -> bool {
+        let Some(seq) = self.doc.node(item).parent else {
+            return false;
+        };
+        let NodeKind::Sequence { items, flow } = &self.doc.node(seq).kind else {
+            return false;
+        };
+        let Some(index) = items.iter().position(|&i| i == item) else {
+            return false;
+        };
+        if !flow {
+            let range = self.doc.node(item).range;
+            let line = self.line_start(range.start());
+            // Only an item that starts its own line (`- X`) is removed with its line.
+            if self.text[line..range.start()].trim() != "-" {
+                return false;
+            }
+        }
+        self.removals.entry(seq).or_default().insert(index);
+        true
+    }
+
+    /// Remove the collected entries or items of each collection together, so that neighbours'
+    /// separators are handled once.
+    fn flush_removals(&mut self) {
+        let removals = std::mem::take(&mut self.removals);
+        self.removed = removals.clone();
+        for (parent, indices) in removals {
+            let doc = self.doc;
+            let node = doc.node(parent);
+            // (start of the element, end of the element) in source order.
+            let spans: Vec<(usize, usize)> = match &node.kind {
+                NodeKind::Mapping { entries, .. } => entries
+                    .iter()
+                    .map(|e| {
+                        let key = doc.node(e.key).range;
+                        (key.start(), doc.node(e.value).range.end().max(key.end()))
+                    })
+                    .collect(),
+                NodeKind::Sequence { items, .. } => items
+                    .iter()
+                    .map(|&i| {
+                        let r = doc.node(i).range;
+                        (r.start(), r.end())
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            if node.is_flow() {
+                self.remove_flow(&spans, &indices);
+            } else {
+                self.remove_block(parent, &spans, &indices);
+            }
+            self.touched.push(parent);
+        }
+    }
+
+    fn remove_flow(&mut self, spans: &[(usize, usize)], removed: &BTreeSet<usize>) {
+        let mut i = 0;
+        while i < spans.len() {
+            if !removed.contains(&i) {
+                i += 1;
+                continue;
+            }
+            let run_start = i;
+            while i < spans.len() && removed.contains(&i) {
+                i += 1;
+            }
+            let run_end = i; // exclusive
+            let range = if run_end < spans.len() {
+                // Up to the next kept element: takes the separators along.
+                TextRange::new(spans[run_start].0, spans[run_end].0)
+            } else if run_start > 0 {
+                // At the end: from the previous kept element's end.
+                TextRange::new(spans[run_start - 1].1, spans[run_end - 1].1)
+            } else {
+                // Everything goes: `[a, b]` becomes `[]`.
+                TextRange::new(spans[0].0, spans[spans.len() - 1].1)
+            };
+            self.edits.push(Edit::deletion(range));
+        }
+    }
+
+    fn remove_block(
+        &mut self,
+        parent: NodeId,
+        spans: &[(usize, usize)],
+        removed: &BTreeSet<usize>,
+    ) {
+        let is_map = matches!(self.doc.node(parent).kind, NodeKind::Mapping { .. });
+        let refilled = self.inserts.contains_key(&Anchor::Map(parent));
+        let emptied = is_map && removed.len() == spans.len() && !refilled;
+        for &i in removed {
+            let (start, end) = spans[i];
+            let line = self.line_start(start);
+            let alone = self.text[line..start].trim().is_empty() || !is_map;
+            if emptied && i == 0 {
+                // A mapping that loses every entry stays a mapping (`{}`), not null: an anchor
+                // on it may be merged with `<<`, which takes only mappings.
+                self.edits
+                    .push(Edit::replacement(TextRange::new(start, end), "{}"));
+            } else if alone {
+                let (next, _) = self.next_line(end);
+                self.edits.push(Edit::deletion(TextRange::new(line, next)));
+            } else if let Some(&(next, _)) =
+                spans.get(i + 1).filter(|_| !removed.contains(&(i + 1)))
+            {
+                // The key follows a `- ` on its line: keep the dash for the next key.
+                self.edits.push(Edit::deletion(TextRange::new(start, next)));
+            }
+        }
+    }
+
+    /// Entries of a mapping that this plan keeps.
+    fn kept_entries(&self, map: NodeId) -> Vec<Entry> {
+        let NodeKind::Mapping { entries, .. } = &self.doc.node(map).kind else {
+            return Vec::new();
+        };
+        let removed = self.removed.get(&map);
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !removed.is_some_and(|r| r.contains(i)))
+            .map(|(_, e)| *e)
+            .collect()
+    }
+
+    fn flush_inserts(&mut self) {
+        self.flush_removals();
+        let inserts = std::mem::take(&mut self.inserts);
+        for (anchor, tree) in inserts {
+            match anchor {
+                Anchor::Map(map) => self.insert_into_map(map, &tree),
+                Anchor::Null(key) => self.insert_under_null(key, &tree),
+            }
+        }
+    }
+
+    fn insert_into_map(&mut self, map: NodeId, tree: &Tree) {
+        let node = self.doc.node(map);
+        let NodeKind::Mapping { entries, flow } = &node.kind else {
+            return;
+        };
+        if *flow {
+            let content = render_flow_entries(tree);
+            let kept = self.kept_entries(map);
+            let edit = match kept.last() {
+                Some(last) => Edit::insertion(
+                    self.doc
+                        .node(last.value)
+                        .range
+                        .end()
+                        .max(self.doc.node(last.key).range.end()),
+                    format!(", {content}"),
+                ),
+                None => Edit::insertion(node.range.start() + 1, content),
+            };
+            self.edits.push(edit);
+            self.touched.push(map);
+            return;
+        }
+        let Some(first) = entries.first() else { return };
+        let indent = self.col(self.doc.node(first.key).range.start());
+        let end = self.block_end(map);
+        let (at, had_nl) = self.next_line(end);
+        let block = render_block(tree, indent, self.style);
+        self.edits
+            .push(insert_block(at, had_nl, &block, self.style.nl));
+        self.touched.push(map);
+    }
+
+    fn insert_under_null(&mut self, key: NodeId, tree: &Tree) {
+        let doc = self.doc;
+        let Some(parent) = doc.node(key).parent else {
+            return;
+        };
+        let value = doc
+            .entry(parent, doc.key_str(key).unwrap_or_default())
+            .map(|e| e.value)
+            .unwrap_or(key);
+        let value_range = doc.node(value).range;
+        let in_flow = doc.node(parent).is_flow();
+        // A bare item list under the key itself (`drop:` → `drop: [ALL]`).
+        let own_items = match tree.keys.as_slice() {
+            [(k, Value::Items(items))] if k.is_empty() => Some(items.clone()),
+            _ => None,
+        };
+        if in_flow {
+            let content = match &own_items {
+                Some(items) => format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!("{{{}}}", render_flow_entries(tree)),
+            };
+            let edit = if value_range.is_empty() {
+                Edit::insertion(
+                    self.colon_after(doc.node(key).range.end()) + 1,
+                    format!(" {content}"),
+                )
+            } else {
+                Edit::replacement(value_range, content)
+            };
+            self.edits.push(edit);
+            self.touched.push(parent);
+            return;
+        }
+        let key_col = self.col(doc.node(key).range.start());
+        let block = match &own_items {
+            Some(items) => items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}- {}{}",
+                        " ".repeat(key_col + self.style.dash),
+                        render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain),
+                        self.style.nl
+                    )
+                })
+                .collect::<String>(),
+            None => render_block(tree, key_col + self.style.indent, self.style),
+        };
+        if !value_range.is_empty() {
+            // `key: ~` or `key: null`: drop the explicit null first.
+            let colon = self.colon_after(doc.node(key).range.end());
+            self.edits
+                .push(Edit::deletion(TextRange::new(colon + 1, value_range.end())));
+        }
+        let (at, had_nl) = self.next_line(doc.node(key).range.end().max(value_range.end()));
+        self.edits
+            .push(insert_block(at, had_nl, &block, self.style.nl));
+        self.touched.push(parent);
+    }
+
+    /// Where a block mapping really ends for an insertion after it: past the blank lines that a
+    /// `|+` block scalar at its end keeps as part of its value.
+    fn block_end(&self, map: NodeId) -> usize {
+        let doc = self.doc;
+        let end = doc.node(map).range.end();
+        let NodeKind::Mapping { entries, .. } = &doc.node(map).kind else {
+            return end;
+        };
+        let Some(last) = entries.last() else {
+            return end;
+        };
+        let keeps = doc
+            .node(last.value)
+            .as_scalar()
+            .filter(|s| s.style.is_block())
+            .map(|_| doc.node(last.value).range.slice(self.text))
+            .is_some_and(|t| t.lines().next().is_some_and(|h| h.contains('+')));
+        if !keeps {
+            return end;
+        }
+        let mut pos = end;
+        loop {
+            let (next, had) = self.next_line(pos);
+            if !had {
+                return pos;
+            }
+            let line_end = self.text[next..]
+                .find('\n')
+                .map_or(self.text.len(), |i| next + i);
+            if !self.text[next..line_end].trim().is_empty() {
+                return pos;
+            }
+            if line_end == self.text.len() {
+                return line_end;
+            }
+            pos = line_end;
+        }
+    }
+}
+
+/// Insert whole lines at a line start (or, at the end of a file without a final line break,
+/// after a new one, without adding one at the very end).
+fn insert_block(at: usize, had_nl: bool, block: &str, nl: &str) -> Edit {
+    if had_nl {
+        Edit::insertion(at, block.to_string())
+    } else {
+        let trimmed = block.strip_suffix(nl).unwrap_or(block);
+        Edit::insertion(at, format!("{nl}{trimmed}"))
+    }
+}
+
+fn insert_line(at: usize, had_nl: bool, line: &str, nl: &str) -> Edit {
+    insert_block(at, had_nl, &format!("{line}{nl}"), nl)
+}
+
+fn render_block(tree: &Tree, indent: usize, style: Style) -> String {
+    let mut out = String::new();
+    let pad = " ".repeat(indent);
+    for (key, value) in tree.sorted() {
+        match value {
+            Value::Scalar(v) => {
+                out += &format!(
+                    "{pad}{key}: {}{}",
+                    render_scalar(v, ScalarStyle::Plain),
+                    style.nl
+                );
+            }
+            Value::Items(items) => {
+                out += &format!("{pad}{key}:{}", style.nl);
+                for item in items {
+                    out += &format!(
+                        "{}- {}{}",
+                        " ".repeat(indent + style.dash),
+                        render_scalar(&Literal::Str(item.clone()), ScalarStyle::Plain),
+                        style.nl
+                    );
+                }
+            }
+            Value::Map(sub) => {
+                out += &format!("{pad}{key}:{}", style.nl);
+                out += &render_block(sub, indent + style.indent, style);
+            }
+        }
+    }
+    out
+}
+
+fn render_flow_entries(tree: &Tree) -> String {
+    tree.sorted()
+        .iter()
+        .map(|(key, value)| match value {
+            Value::Scalar(v) => format!("{key}: {}", render_scalar(v, ScalarStyle::Plain)),
+            Value::Items(items) => format!(
+                "{key}: [{}]",
+                items
+                    .iter()
+                    .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Value::Map(sub) => format!("{key}: {{{}}}", render_flow_entries(sub)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A literal as YAML, in the quoting style of the value it replaces where that is possible.
+fn render_scalar(value: &Literal, like: ScalarStyle) -> String {
+    match value {
+        Literal::Bool(b) => b.to_string(),
+        Literal::Int(i) => i.to_string(),
+        Literal::Str(s) => {
+            let plain_ok = !s.is_empty()
+                && matches!(yaml::resolve_plain(s), Plain::Str(_))
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.'))
+                && !s.starts_with(['-', '.']);
+            match like {
+                ScalarStyle::SingleQuoted => format!("'{}'", s.replace('\'', "''")),
+                ScalarStyle::DoubleQuoted => {
+                    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+                }
+                _ if plain_ok => s.clone(),
+                _ => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+            }
+        }
+    }
+}
+
+/// When an edit lands inside an anchored node that aliases reuse, every user changes: say so.
+fn anchor_note(doc: &Document, touched: &[NodeId], text: &str) -> Option<String> {
+    let aliased: BTreeSet<NodeId> = doc
+        .nodes()
+        .filter_map(|(_, n)| match n.kind {
+            NodeKind::Alias { target } => Some(target),
+            _ => None,
+        })
+        .collect();
+    if aliased.is_empty() {
+        return None;
+    }
+    let mut names = BTreeSet::new();
+    for &t in touched {
+        let mut node = Some(t);
+        while let Some(id) = node {
+            if aliased.contains(&id)
+                && let Some(anchor) = doc.node(id).anchor
+            {
+                names.insert(anchor.slice(text).to_string());
+            }
+            node = doc.node(id).parent;
+        }
+    }
+    (!names.is_empty()).then(|| {
+        format!(
+            "this changes the anchored node {}, so every alias of it changes too",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}

@@ -1,0 +1,215 @@
+//! From fixed text to GitHub suggestions: each change group of the line diff becomes a
+//! suggestion that replaces whole lines of the original; an insertion is anchored on the line
+//! before it (or after it, at the top of a file) and repeats that line.
+
+use similar::{DiffOp, TextDiff};
+
+/// Replace the original's lines `start_line..=end_line` (1-based) with `replacement`, which
+/// keeps the file's own line endings (the last line of a file may have none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub start_line: usize,
+    pub end_line: usize,
+    pub replacement: String,
+}
+
+impl Suggestion {
+    /// The Markdown block GitHub turns into a "Commit suggestion" button. The fence is longer
+    /// than any run of backticks in the content.
+    pub fn markdown(&self) -> String {
+        let body = self.replacement.replace("\r\n", "\n");
+        let body = body.strip_suffix('\n').unwrap_or(&body);
+        let longest = longest_backtick_run(body);
+        let fence = "`".repeat((longest + 1).max(3));
+        if body.is_empty() {
+            format!("{fence}suggestion\n{fence}")
+        } else {
+            format!("{fence}suggestion\n{body}\n{fence}")
+        }
+    }
+}
+
+fn longest_backtick_run(s: &str) -> usize {
+    let mut best = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        if c == '`' {
+            run += 1;
+            best = best.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    best
+}
+
+/// Lines with their endings.
+fn lines(text: &str) -> Vec<&str> {
+    text.split_inclusive('\n').collect()
+}
+
+/// Suggestions that turn `original` into `fixed`, in order and never overlapping.
+pub fn suggestions(original: &str, fixed: &str) -> Vec<Suggestion> {
+    let diff = TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .diff_lines(original, fixed);
+    let ops = diff.ops();
+    let old = lines(original);
+    // Old-side line ranges to replace, as half-open 0-based ranges.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for op in ops {
+        let (start, len) = match *op {
+            DiffOp::Equal { .. } => continue,
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => (old_index, old_len),
+            DiffOp::Insert { old_index, .. } => (old_index, 0),
+            DiffOp::Replace {
+                old_index, old_len, ..
+            } => (old_index, old_len),
+        };
+        let range = if len > 0 {
+            (start, start + len)
+        } else if start > 0 {
+            (start - 1, start)
+        } else if !old.is_empty() {
+            (0, 1)
+        } else {
+            (0, 0)
+        };
+        match ranges.last_mut() {
+            // Touching ranges merge: two suggestions may not share a line, and a line inserted
+            // between two adjacent ranges must belong to exactly one of them.
+            Some(last) if range.0 <= last.1 => last.1 = last.1.max(range.1),
+            _ => ranges.push(range),
+        }
+    }
+    let new = lines(fixed);
+    ranges
+        .into_iter()
+        .map(|(a, b)| {
+            let na = map_start(ops, a);
+            let nb = map_end(ops, b);
+            Suggestion {
+                start_line: a + 1,
+                end_line: b.max(a + 1),
+                replacement: new[na.min(new.len())..nb.min(new.len())].concat(),
+            }
+        })
+        .collect()
+}
+
+/// New-side line for an old-side range start: before anything inserted there.
+fn map_start(ops: &[DiffOp], old_line: usize) -> usize {
+    for op in ops {
+        if let DiffOp::Equal {
+            old_index,
+            new_index,
+            len,
+        } = *op
+            && old_index <= old_line
+            && old_line < old_index + len
+        {
+            return new_index + (old_line - old_index);
+        }
+        let (old_index, new_index) = (op.old_range().start, op.new_range().start);
+        if old_index >= old_line {
+            return new_index;
+        }
+    }
+    ops.last().map_or(0, |op| op.new_range().end)
+}
+
+/// New-side line for an old-side range end: after anything inserted there.
+fn map_end(ops: &[DiffOp], old_line: usize) -> usize {
+    for op in ops.iter().rev() {
+        if let DiffOp::Equal {
+            old_index,
+            new_index,
+            len,
+        } = *op
+            && old_index < old_line
+            && old_line <= old_index + len
+        {
+            return new_index + (old_line - old_index);
+        }
+        let (old_end, new_end) = (op.old_range().end, op.new_range().end);
+        if old_end <= old_line {
+            return new_end;
+        }
+    }
+    0
+}
+
+/// Apply suggestions to the original text, as GitHub does when they are all committed.
+pub fn apply(original: &str, suggestions: &[Suggestion]) -> String {
+    let old = lines(original);
+    let mut out = String::with_capacity(original.len() + 256);
+    let mut next = 0;
+    for s in suggestions {
+        let start = s.start_line - 1;
+        out.extend(
+            old[next.min(old.len())..start.min(old.len())]
+                .iter()
+                .copied(),
+        );
+        out.push_str(&s.replacement);
+        next = s.end_line;
+    }
+    out.extend(old[next.min(old.len())..].iter().copied());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(original: &str, fixed: &str) -> Vec<Suggestion> {
+        let s = suggestions(original, fixed);
+        assert_eq!(apply(original, &s), fixed, "{s:#?}");
+        for pair in s.windows(2) {
+            assert!(pair[0].end_line < pair[1].start_line, "overlap: {s:#?}");
+        }
+        s
+    }
+
+    #[test]
+    fn insertion_is_anchored_on_the_line_before() {
+        let s = roundtrip("a\nb\nc\n", "a\nb\nx\ny\nc\n");
+        assert_eq!(
+            s,
+            [Suggestion {
+                start_line: 2,
+                end_line: 2,
+                replacement: "b\nx\ny\n".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn insertion_at_the_top_is_anchored_on_the_first_line() {
+        let s = roundtrip("a\nb\n", "x\na\nb\n");
+        assert_eq!(s[0].start_line, 1);
+        assert_eq!(s[0].replacement, "x\na\n");
+    }
+
+    #[test]
+    fn replacements_deletions_and_merges() {
+        roundtrip("a\nb\nc\nd\n", "a\nB\nc\n");
+        roundtrip("a\nb\nc\nd\n", "a\nb\nX\nc\nD\n");
+        roundtrip("a\nb\n", "a\nx\nb\ny\n");
+        roundtrip("a\r\nb", "a\r\nb\r\n  c");
+        roundtrip("", "x\n");
+        roundtrip("a\nb\nc\n", "c\n");
+    }
+
+    #[test]
+    fn fence_outgrows_backticks() {
+        let s = Suggestion {
+            start_line: 1,
+            end_line: 1,
+            replacement: "a: \"````\"\n".into(),
+        };
+        assert!(s.markdown().starts_with("`````suggestion\n"));
+    }
+}
