@@ -272,31 +272,57 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
     let mut remaining = false;
     let mut fixed_count = 0;
     let mut unsafe_left = 0;
-    for file in &files {
-        let result = match fix_file(&linter, file, min) {
-            Ok(r) => r,
+    let mut unsafe_applied = std::collections::BTreeSet::new();
+    let mut notes = Vec::new();
+    // Each file is reduced to what is printed as soon as it is fixed, so the whole corpus of
+    // results is never held at once.
+    let outcomes = kubeharden::lint::parallel_map(&files, |file| {
+        fix_file(&linter, file, min).map(|result| {
+            let output = if result.fixed == file.text {
+                Output::Unchanged
+            } else if !args.write {
+                Output::Diff(unified_diff(&file.path, &file.text, &result.fixed))
+            } else {
+                Output::Fixed(result.fixed.clone())
+            };
+            FileOutcome {
+                output,
+                fixed: result.fixed_findings.len(),
+                unsafe_left: result
+                    .remaining
+                    .findings
+                    .iter()
+                    .filter(|f| f.applicability == Some(Applicability::Unsafe))
+                    .count(),
+                failed: result.remaining.failed(linter.settings.fail_on),
+                unsafe_rules: result.unsafe_rules,
+                notes: result.notes,
+            }
+        })
+    });
+    for (file, outcome) in files.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Ok(o) => o,
             Err(e) => {
                 io_errors.push(e.into());
                 continue;
             }
         };
-        fixed_count += result.fixed_findings.len();
-        unsafe_left += result
-            .remaining
-            .findings
-            .iter()
-            .filter(|f| f.applicability == Some(Applicability::Unsafe))
-            .count();
-        remaining |= result.remaining.failed(linter.settings.fail_on);
-        if result.fixed == file.text {
-            continue;
-        }
-        if !args.write {
-            out += &unified_diff(&file.path, &file.text, &result.fixed);
-        } else if file.path == "<stdin>" {
-            out += &result.fixed;
-        } else if let Err(e) = std::fs::write(&file.path, &result.fixed) {
-            io_errors.push(anyhow::Error::new(e).context(format!("cannot write {}", file.path)));
+        fixed_count += outcome.fixed;
+        unsafe_left += outcome.unsafe_left;
+        remaining |= outcome.failed;
+        unsafe_applied.extend(outcome.unsafe_rules);
+        notes.extend(outcome.notes.iter().map(|n| format!("{}: {n}", file.path)));
+        match outcome.output {
+            Output::Unchanged => {}
+            Output::Diff(diff) => out += &diff,
+            Output::Fixed(text) if file.path == "<stdin>" => out += &text,
+            Output::Fixed(text) => {
+                if let Err(e) = std::fs::write(&file.path, text) {
+                    io_errors
+                        .push(anyhow::Error::new(e).context(format!("cannot write {}", file.path)));
+                }
+            }
         }
     }
     let mut stdout = std::io::stdout().lock();
@@ -307,6 +333,18 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
         "{verb} {fixed_count} finding{}.",
         if fixed_count == 1 { "" } else { "s" }
     );
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    // Unsafe fixes can stop a workload from working: say how, once per rule.
+    for id in &unsafe_applied {
+        if let Some(fix) = registry.get(id).and_then(|r| r.fix.as_ref()) {
+            eprintln!(
+                "warning: [{id}] {}",
+                fix.safety.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
+    }
     if unsafe_left > 0 && !args.unsafe_fixes {
         eprintln!(
             "{unsafe_left} more can be fixed with --unsafe-fixes (read `kubeharden explain RULE` first)."
@@ -322,6 +360,21 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+enum Output {
+    Unchanged,
+    Diff(String),
+    Fixed(String),
+}
+
+struct FileOutcome {
+    output: Output,
+    fixed: usize,
+    unsafe_left: usize,
+    failed: bool,
+    unsafe_rules: std::collections::BTreeSet<String>,
+    notes: Vec<String>,
 }
 
 /// A unified diff with git-style headers and three lines of context.

@@ -167,6 +167,10 @@ pub struct FixResult {
     pub fixed_findings: Vec<Finding>,
     /// Findings, of any pass, that an applied fix set out to resolve.
     pub claimed: Vec<Finding>,
+    /// What people should know about the applied fixes (anchors whose users all change).
+    pub notes: Vec<String>,
+    /// Rules whose unsafe fixes were applied.
+    pub unsafe_rules: BTreeSet<String>,
     /// Findings left in the fixed text.
     pub remaining: Report,
     pub passes: usize,
@@ -195,16 +199,21 @@ pub fn fix_file(
     let mut report = original;
     let first_findings = report.findings.clone();
     let mut claimed = Vec::new();
+    let mut notes = Vec::new();
+    let mut unsafe_rules = BTreeSet::new();
     for pass in 1..=MAX_PASSES {
         let fixes = plan(linter, &current, &report.findings, min);
         let (text, applied) = apply(&current.text, &fixes, min);
         for &i in &applied {
-            claimed.extend(
-                fixes[i]
-                    .findings
-                    .iter()
-                    .map(|&f| report.findings[f].clone()),
-            );
+            let fix = &fixes[i];
+            notes.extend(fix.note.clone().filter(|n| !notes.contains(n)));
+            for &f in &fix.findings {
+                let finding = &report.findings[f];
+                if finding.applicability < Some(Applicability::Safe) {
+                    unsafe_rules.insert(finding.rule.clone());
+                }
+                claimed.push(finding.clone());
+            }
         }
         if applied.is_empty() || text == current.text {
             let fixed_findings = first_findings
@@ -216,6 +225,8 @@ pub fn fix_file(
                 fixed: current.text,
                 fixed_findings,
                 claimed,
+                notes,
+                unsafe_rules,
                 remaining: report,
                 passes: pass - 1,
             });

@@ -579,7 +579,7 @@ impl Writer<'_> {
             self.edits.push(edit);
         } else {
             let dash_col = self.col(node.range.start());
-            let (at, had_nl) = self.next_line(node.range.end());
+            let (at, had_nl) = self.next_line(self.block_end(seq));
             let line = format!("{}- {rendered}", " ".repeat(dash_col));
             self.edits
                 .push(insert_line(at, had_nl, &line, self.style.nl));
@@ -694,6 +694,17 @@ impl Writer<'_> {
         let is_map = matches!(self.doc.node(parent).kind, NodeKind::Mapping { .. });
         let refilled = self.inserts.contains_key(&Anchor::Map(parent));
         let emptied = is_map && removed.len() == spans.len() && !refilled;
+        // `securityContext:` losing its only key reads best as `securityContext: {}`.
+        if emptied
+            && self.doc.node(parent).anchor.is_none()
+            && let Some(key) = crate::rules::eval::key_of(self.doc, parent)
+        {
+            let colon = self.colon_after(self.doc.node(key).range.end());
+            let end = spans[spans.len() - 1].1;
+            self.edits
+                .push(Edit::replacement(TextRange::new(colon + 1, end), " {}"));
+            return;
+        }
         for &i in removed {
             let (start, end) = spans[i];
             let line = self.line_start(start);
@@ -840,23 +851,38 @@ impl Writer<'_> {
         self.touched.push(parent);
     }
 
-    /// Where a block mapping really ends for an insertion after it: past the blank lines that a
-    /// `|+` block scalar at its end keeps as part of its value.
-    fn block_end(&self, map: NodeId) -> usize {
+    /// Where a block collection really ends for an insertion after it: past the blank lines
+    /// that a `|+` block scalar at its very end keeps as part of its value.
+    fn block_end(&self, node: NodeId) -> usize {
         let doc = self.doc;
-        let end = doc.node(map).range.end();
-        let NodeKind::Mapping { entries, .. } = &doc.node(map).kind else {
-            return end;
-        };
-        let Some(last) = entries.last() else {
-            return end;
-        };
+        let end = doc.node(node).range.end();
+        // The last thing written in the collection, however deeply nested.
+        let mut last = node;
+        loop {
+            match &doc.node(last).kind {
+                NodeKind::Mapping {
+                    entries,
+                    flow: false,
+                } if !entries.is_empty() => {
+                    last = entries[entries.len() - 1].value;
+                }
+                NodeKind::Sequence { items, flow: false } if !items.is_empty() => {
+                    last = items[items.len() - 1]
+                }
+                _ => break,
+            }
+        }
         let keeps = doc
-            .node(last.value)
+            .node(last)
             .as_scalar()
-            .filter(|s| s.style.is_block())
-            .map(|_| doc.node(last.value).range.slice(self.text))
-            .is_some_and(|t| t.lines().next().is_some_and(|h| h.contains('+')));
+            .is_some_and(|s| s.style.is_block())
+            && doc
+                .node(last)
+                .range
+                .slice(self.text)
+                .lines()
+                .next()
+                .is_some_and(|header| header.split('#').next().unwrap_or("").contains('+'));
         if !keeps {
             return end;
         }
