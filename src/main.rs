@@ -68,6 +68,9 @@ struct FixArgs {
     /// Files or directories (searched for *.yaml and *.yml); `-` reads standard input.
     #[arg(default_value = ".")]
     paths: Vec<String>,
+    /// Print a unified diff of the fixes (the default).
+    #[arg(long, conflicts_with = "write")]
+    diff: bool,
     /// Rewrite the files (for `-`, print the fixed text) instead of printing a diff.
     #[arg(long)]
     write: bool,

@@ -275,3 +275,81 @@ fn files_that_are_not_utf8_are_reported_at_their_line() {
     assert!(text.starts_with("latin1.yaml:4:"), "{text}");
     assert!(text.contains("[invalid-yaml]"), "{text}");
 }
+
+#[test]
+fn fix_prints_a_diff_writes_files_and_reports_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p  # keep me\nspec:\n  hostPID: true\n  containers:\n    - name: c\n      image: nginx:1.27\n";
+    std::fs::write(dir.path().join("pod.yaml"), pod).unwrap();
+    let out = kubeharden(&["fix", "--diff", "pod.yaml"], dir.path());
+    // Findings without a fix (hostPID needs --unsafe-fixes, limits have none) remain.
+    assert_eq!(out.status.code(), Some(1));
+    let diff = stdout(&out);
+    assert!(
+        diff.starts_with("--- a/pod.yaml\n+++ b/pod.yaml\n"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+        allowPrivilegeEscalation: false\n"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("-  hostPID: true"),
+        "safe fixes only: {diff}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("more can be fixed with --unsafe-fixes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pod.yaml")).unwrap(),
+        pod,
+        "--diff writes nothing"
+    );
+
+    let out = kubeharden(
+        &[
+            "fix",
+            "--write",
+            "--unsafe-fixes",
+            "--ignore",
+            "resource-limits-missing,image-tag-mutable",
+            "pod.yaml",
+        ],
+        dir.path(),
+    );
+    let written = std::fs::read_to_string(dir.path().join("pod.yaml")).unwrap();
+    assert!(written.contains("  name: p  # keep me\n"));
+    assert!(!written.contains("hostPID"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: [host-pid] Removing hostPID breaks node agents")
+    );
+    // Everything left was fixable: exit 0, and a second run changes nothing.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = kubeharden(
+        &[
+            "fix",
+            "--unsafe-fixes",
+            "--ignore",
+            "resource-limits-missing,image-tag-mutable",
+            "pod.yaml",
+        ],
+        dir.path(),
+    );
+    assert_eq!(stdout(&again), "");
+
+    let out = kubeharden(&["fix", "--select", "no-such-rule", "pod.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let out = kubeharden(&["lint", "--format", "json", "pod.yaml"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for f in v["findings"].as_array().unwrap() {
+        assert_eq!(f["fixable"], false, "{f}");
+    }
+}

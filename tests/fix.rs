@@ -84,14 +84,41 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
                 .collect();
             let linter = Linter::new(&registry, settings);
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            let result = fix_file(
-                &linter,
-                &SourceFile::new(&name, text.as_str()),
-                Applicability::Unsafe,
-            )
-            .unwrap();
+            let source = SourceFile::new(&name, text.as_str());
+            let result = fix_file(&linter, &source, Applicability::Unsafe).unwrap();
             changed |= result.fixed != text;
-            insta::assert_snapshot!(format!("{}__{name}", rule.id), diff(&text, &result.fixed));
+            // Each suggestion with the findings it resolves, as a review comment shows them.
+            let resolving = suggest::with_findings(
+                &source,
+                &result.fixed,
+                &result.fixed_findings,
+                &Default::default(),
+            );
+            let mut shown = String::new();
+            for r in &resolving {
+                shown += &format!(
+                    "suggestion for lines {}-{}:\n",
+                    r.suggestion.start_line, r.suggestion.end_line
+                );
+                for &i in &r.findings {
+                    let f = &result.fixed_findings[i];
+                    shown += &format!(
+                        "  resolves {}:{} [{}] {}\n",
+                        f.start.line, f.start.column, f.rule, f.message
+                    );
+                }
+            }
+            let resolved: usize = resolving.iter().map(|r| r.findings.len()).sum();
+            assert_eq!(
+                resolved,
+                result.fixed_findings.len(),
+                "{}: {name}: a fixed finding has no suggestion",
+                rule.id
+            );
+            insta::assert_snapshot!(
+                format!("{}__{name}", rule.id),
+                format!("{shown}{}", diff(&text, &result.fixed))
+            );
         }
         assert!(
             changed,

@@ -4,6 +4,10 @@
 
 use similar::{DiffOp, TextDiff};
 
+use crate::lint::Finding;
+use crate::source::{SourceFile, TextRange};
+use crate::yaml;
+
 /// Replace the original's lines `start_line..=end_line` (1-based) with `replacement`, which
 /// keeps the file's own line endings (the last line of a file may have none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +143,66 @@ fn map_end(ops: &[DiffOp], old_line: usize) -> usize {
         }
     }
     0
+}
+
+/// A suggestion and the findings of the original text it resolves, for a review comment
+/// that names them.
+#[derive(Debug, Clone)]
+pub struct Resolving {
+    pub suggestion: Suggestion,
+    /// Indices into the `fixed` findings passed to [`with_findings`].
+    pub findings: Vec<usize>,
+}
+
+/// Pair each suggestion with the findings it resolves. A finding belongs to the suggestions
+/// inside the node its fix targeted (a container, a pod spec); a fix moved to the pod (a
+/// hoisted `runAsNonRoot`) lands outside the container, so then the closest suggestion in the
+/// same document takes it.
+pub fn with_findings(
+    original: &SourceFile,
+    fixed_text: &str,
+    fixed: &[Finding],
+    limits: &yaml::Limits,
+) -> Vec<Resolving> {
+    let mut out: Vec<Resolving> = suggestions(&original.text, fixed_text)
+        .into_iter()
+        .map(|suggestion| Resolving {
+            suggestion,
+            findings: Vec::new(),
+        })
+        .collect();
+    if out.is_empty() {
+        return out;
+    }
+    let stream = yaml::parse(&original.text, limits);
+    let line = |offset: usize| original.line_col(offset).line;
+    for (index, f) in fixed.iter().enumerate() {
+        let doc = stream.documents.get(f.document);
+        let base = f
+            .hit
+            .as_ref()
+            .zip(doc)
+            .map(|(h, d)| d.node(h.target.base).range);
+        let within = |r: TextRange| -> Option<usize> {
+            let (a, b) = (line(r.start()), line(r.end()));
+            out.iter()
+                .position(|s| s.suggestion.start_line <= b && a <= s.suggestion.end_line)
+        };
+        let found = base.and_then(within).or_else(|| {
+            let doc = doc?;
+            let (a, b) = (line(doc.range.start()), line(doc.range.end()));
+            let target = f.start.line;
+            out.iter()
+                .enumerate()
+                .filter(|(_, s)| s.suggestion.start_line <= b + 1 && a <= s.suggestion.end_line)
+                .min_by_key(|(_, s)| s.suggestion.start_line.abs_diff(target))
+                .map(|(i, _)| i)
+        });
+        if let Some(i) = found {
+            out[i].findings.push(index);
+        }
+    }
+    out
 }
 
 /// Apply suggestions to the original text, as GitHub does when they are all committed.
