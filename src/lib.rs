@@ -9,6 +9,7 @@ pub mod fix;
 pub mod k8s;
 pub mod lint;
 pub mod render;
+pub mod review;
 pub mod rules;
 pub mod source;
 pub mod yaml;

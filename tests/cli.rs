@@ -353,3 +353,77 @@ fn fix_prints_a_diff_writes_files_and_reports_what_is_left() {
         assert_eq!(f["fixable"], false, "{f}");
     }
 }
+
+#[test]
+fn review_prints_what_the_app_would_post_from_a_local_checkout() {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["config", "user.email", "dev@example.com"]);
+    git(&["config", "user.name", "dev"]);
+    // The base branch's configuration applies: it turns a rule off.
+    std::fs::create_dir_all(dir.path().join(".github")).unwrap();
+    std::fs::write(
+        dir.path().join(".github/kubeharden.yaml"),
+        "rules:\n  disable: [resource-limits-missing]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("old.yaml"), BAD_POD).unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "base"]);
+    git(&["checkout", "-qb", "feature"]);
+    std::fs::write(
+        dir.path().join(".github/kubeharden.yaml"),
+        "rules:\n  disable: [host-pid, resource-limits-missing]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("new.yaml"),
+        BAD_POD.replace("name: p", "name: q"),
+    )
+    .unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "head"]);
+    let out = kubeharden(&["review", "--base", "main", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let comments = v["review"]["comments"].as_array().unwrap();
+    // Only the added file is reviewed, with the base's configuration (host-pid still on).
+    assert!(
+        comments.iter().all(|c| c["path"] == "new.yaml"),
+        "{comments:?}"
+    );
+    let annotations = v["check_run"]["annotations"].as_array().unwrap();
+    assert!(
+        annotations
+            .iter()
+            .any(|a| a["title"] == "KubeHarden [host-pid]" && a["start_line"] == 6)
+    );
+    assert!(
+        !annotations
+            .iter()
+            .any(|a| a["title"] == "KubeHarden [resource-limits-missing]")
+    );
+    assert!(
+        comments
+            .iter()
+            .any(|c| c["body"].as_str().unwrap().contains("```suggestion\n"))
+    );
+    assert!(comments.iter().all(|c| {
+        c["body"]
+            .as_str()
+            .unwrap()
+            .contains("<!-- kubeharden:fingerprint=")
+    }));
+}

@@ -92,6 +92,7 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
                 &source,
                 &result.fixed,
                 &result.fixed_findings,
+                &result.origins,
                 &Default::default(),
             );
             let mut shown = String::new();

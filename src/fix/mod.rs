@@ -171,6 +171,10 @@ pub struct FixResult {
     pub notes: Vec<String>,
     /// Rules whose unsafe fixes were applied.
     pub unsafe_rules: BTreeSet<String>,
+    /// Where in the original text the first pass edited for each finding it resolved, so a
+    /// suggestion can name the findings it really fixes (a container's `runAsNonRoot` may be
+    /// fixed in the pod's `securityContext`).
+    pub origins: Vec<(TextRange, Finding)>,
     /// Findings left in the fixed text.
     pub remaining: Report,
     pub passes: usize,
@@ -201,6 +205,7 @@ pub fn fix_file(
     let mut claimed = Vec::new();
     let mut notes = Vec::new();
     let mut unsafe_rules = BTreeSet::new();
+    let mut origins = Vec::new();
     for pass in 1..=MAX_PASSES {
         let fixes = plan(linter, &current, &report.findings, min);
         let (text, applied) = apply(&current.text, &fixes, min);
@@ -209,6 +214,9 @@ pub fn fix_file(
             notes.extend(fix.note.clone().filter(|n| !notes.contains(n)));
             for &f in &fix.findings {
                 let finding = &report.findings[f];
+                if pass == 1 {
+                    origins.extend(fix.edits.iter().map(|e| (e.range, finding.clone())));
+                }
                 if finding.applicability < Some(Applicability::Safe) {
                     unsafe_rules.insert(finding.rule.clone());
                 }
@@ -227,6 +235,7 @@ pub fn fix_file(
                 claimed,
                 notes,
                 unsafe_rules,
+                origins,
                 remaining: report,
                 passes: pass - 1,
             });

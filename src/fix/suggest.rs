@@ -162,6 +162,7 @@ pub fn with_findings(
     original: &SourceFile,
     fixed_text: &str,
     fixed: &[Finding],
+    origins: &[(TextRange, Finding)],
     limits: &yaml::Limits,
 ) -> Vec<Resolving> {
     let mut out: Vec<Resolving> = suggestions(&original.text, fixed_text)
@@ -177,6 +178,31 @@ pub fn with_findings(
     let stream = yaml::parse(&original.text, limits);
     let line = |offset: usize| original.line_col(offset).line;
     for (index, f) in fixed.iter().enumerate() {
+        // Where the first pass edited for it, when it did: an insertion at a line start is
+        // anchored on the line before.
+        let edited = origins
+            .iter()
+            .filter(|(_, o)| {
+                o.rule == f.rule
+                    && o.object == f.object
+                    && o.container == f.container
+                    && o.message == f.message
+            })
+            .find_map(|(r, _)| {
+                let at = original.line_col(r.start());
+                let anchor = if r.is_empty() && at.column == 1 && at.line > 1 {
+                    at.line - 1
+                } else {
+                    at.line
+                };
+                out.iter().position(|s| {
+                    s.suggestion.start_line <= anchor && anchor <= s.suggestion.end_line
+                })
+            });
+        if let Some(i) = edited {
+            out[i].findings.push(index);
+            continue;
+        }
         let doc = stream.documents.get(f.document);
         let base = f
             .hit

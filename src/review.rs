@@ -1,0 +1,474 @@
+//! The review KubeHarden posts on a pull request, planned without any I/O: inline comments with
+//! suggestions where GitHub accepts them (inside one hunk of the diff), annotations and a
+//! summary for everything else. The GitHub App posts it; `kubeharden review` prints it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+use crate::fix::{fix_file, suggest};
+use crate::lint::{Finding, Linter, Report};
+use crate::rules::{Applicability, Registry, Severity};
+use crate::source::SourceFile;
+
+/// GitHub allows this many characters in a comment or check-run text.
+pub const MAX_BODY: usize = 65_000;
+/// Inline comments per review, beyond which the rest are summarised.
+pub const MAX_COMMENTS: usize = 50;
+/// Rows of the findings table in a summary.
+const MAX_TABLE_ROWS: usize = 100;
+
+/// A file the pull request adds or changes, at its head.
+#[derive(Debug, Clone)]
+pub struct PrFile {
+    pub path: String,
+    pub text: String,
+    /// The unified-diff hunks GitHub shows for it; `None` when GitHub sends none (a very large
+    /// diff), in which case no line can carry a comment.
+    pub patch: Option<String>,
+}
+
+/// New-side lines `start..=end` that one hunk shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hunk {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Hunks of a unified diff, from their headers. A header may carry function context after the
+/// second `@@`; a count may be omitted (it is then 1).
+pub fn parse_hunks(patch: &str) -> Vec<Hunk> {
+    let mut hunks = Vec::new();
+    for line in patch.lines() {
+        let Some(rest) = line.strip_prefix("@@ ") else {
+            continue;
+        };
+        let Some(header) = rest.split(" @@").next() else {
+            continue;
+        };
+        let Some(new) = header.split_whitespace().find_map(|p| p.strip_prefix('+')) else {
+            continue;
+        };
+        let mut parts = new.split(',');
+        let start: usize = match parts.next().and_then(|s| s.parse().ok()) {
+            Some(s) => s,
+            None => continue,
+        };
+        let count: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+        if count > 0 {
+            hunks.push(Hunk {
+                start,
+                end: start + count - 1,
+            });
+        }
+    }
+    hunks
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InlineComment {
+    pub path: String,
+    /// First line of a multi-line comment (absent for one line).
+    pub start_line: Option<usize>,
+    pub line: usize,
+    pub body: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnotationLevel {
+    Notice,
+    Warning,
+    Failure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Annotation {
+    pub path: String,
+    pub start_line: usize,
+    pub end_line: usize,
+    pub annotation_level: AnnotationLevel,
+    pub title: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conclusion {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReviewPlan {
+    /// The review body; empty when there is nothing to say (then no review is posted).
+    pub body: String,
+    pub comments: Vec<InlineComment>,
+    pub annotations: Vec<Annotation>,
+    pub conclusion: Conclusion,
+    pub check_title: String,
+    pub check_summary: String,
+    pub check_text: String,
+    pub findings: usize,
+    /// Findings that a suggestion (posted or not) would fix.
+    pub fixable: usize,
+}
+
+/// Marker that identifies our own comments and what they are about across pushes.
+pub const FINGERPRINT_PREFIX: &str = "<!-- kubeharden:fingerprint=";
+
+pub fn fingerprint_of(body: &str) -> Option<&str> {
+    let start = body.find(FINGERPRINT_PREFIX)? + FINGERPRINT_PREFIX.len();
+    let end = body[start..].find(" -->")? + start;
+    Some(&body[start..end])
+}
+
+/// What a comment is about, stable while line numbers move: the file, the object, the
+/// containers and the rules.
+fn fingerprint(path: &str, findings: &[&Finding]) -> String {
+    let mut keys: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            let object = f.object.as_ref().map(|o| o.to_string()).unwrap_or_default();
+            format!(
+                "{object}|{}|{}",
+                f.container.as_deref().unwrap_or(""),
+                f.rule
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut hasher = Sha256::new();
+    hasher.update(path.as_bytes());
+    for k in keys {
+        hasher.update(b"\n");
+        hasher.update(k.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// Plan the review of the changed files.
+pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
+    let sources: Vec<SourceFile> = files
+        .iter()
+        .map(|f| SourceFile::new(f.path.clone(), f.text.clone()))
+        .collect();
+    let report = linter.lint_files(&sources);
+    let mut comments = Vec::new();
+    let mut fixable = 0;
+    for (file, source) in files.iter().zip(&sources) {
+        let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
+        // A file that does not fix cleanly still gets its findings, just no suggestions.
+        let Ok(result) = fix_file(linter, source, Applicability::Unsafe) else {
+            continue;
+        };
+        if result.fixed == source.text {
+            continue;
+        }
+        for r in suggest::with_findings(
+            source,
+            &result.fixed,
+            &result.fixed_findings,
+            &result.origins,
+            &linter.settings.limits,
+        ) {
+            let findings: Vec<&Finding> = r
+                .findings
+                .iter()
+                .map(|&i| &result.fixed_findings[i])
+                .collect();
+            if findings.is_empty() {
+                continue;
+            }
+            fixable += findings.len();
+            let s = &r.suggestion;
+            let inside = hunks
+                .iter()
+                .any(|h| h.start <= s.start_line && s.end_line <= h.end);
+            if !inside {
+                continue;
+            }
+            let fingerprint = fingerprint(&file.path, &findings);
+            comments.push(InlineComment {
+                path: file.path.clone(),
+                start_line: (s.start_line < s.end_line).then_some(s.start_line),
+                line: s.end_line,
+                body: comment_body(
+                    linter.registry,
+                    &findings,
+                    &s.markdown(),
+                    &result.notes,
+                    &fingerprint,
+                ),
+                fingerprint,
+            });
+        }
+    }
+    let threshold = linter.settings.fail_on;
+    let conclusion = if report.failed(threshold) {
+        Conclusion::Failure
+    } else {
+        Conclusion::Success
+    };
+    let annotations = report.findings.iter().map(annotation).collect();
+    let total_comments = comments.len();
+    comments.truncate(MAX_COMMENTS);
+    let (check_title, check_summary) = summary(&report, fixable, threshold);
+    let mut body = String::new();
+    if !report.findings.is_empty() {
+        body = format!("## KubeHarden: {check_title}\n\n{check_summary}");
+        if total_comments > MAX_COMMENTS {
+            let _ = write!(
+                body,
+                "\n\n{} more suggestions are not shown inline (GitHub reviews carry at most {MAX_COMMENTS}); apply them all with `kubeharden fix --write --unsafe-fixes` or the **Apply fixes** button.",
+                total_comments - MAX_COMMENTS
+            );
+        }
+        body = clip(&body, MAX_BODY);
+    }
+    ReviewPlan {
+        body,
+        comments,
+        annotations,
+        conclusion,
+        check_title,
+        check_text: clip(&table(&report), MAX_BODY),
+        check_summary: clip(&check_summary, MAX_BODY),
+        findings: report.findings.len(),
+        fixable,
+    }
+}
+
+fn annotation(f: &Finding) -> Annotation {
+    let level = match f.severity {
+        Severity::Error => AnnotationLevel::Failure,
+        Severity::Warning => AnnotationLevel::Warning,
+        Severity::Note => AnnotationLevel::Notice,
+    };
+    let mut message = f.message.clone();
+    if let Some(o) = &f.object {
+        let _ = write!(message, " ({o}");
+        if let Some(c) = &f.container {
+            let _ = write!(message, ", container \"{c}\"");
+        }
+        message.push(')');
+    }
+    Annotation {
+        path: f.path.clone(),
+        start_line: f.start.line,
+        end_line: f.end.line.max(f.start.line),
+        annotation_level: level,
+        title: format!("KubeHarden [{}]", f.rule),
+        message,
+    }
+}
+
+fn comment_body(
+    registry: &Registry,
+    findings: &[&Finding],
+    suggestion: &str,
+    notes: &[String],
+    fingerprint: &str,
+) -> String {
+    let mut rules: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
+    for f in findings {
+        rules.entry(f.rule.as_str()).or_default().push(f);
+    }
+    let mut body = String::new();
+    let names: Vec<String> = rules
+        .keys()
+        .map(|id| match registry.get(id) {
+            Some(r) => format!("[`{id}`]({})", r.docs_url()),
+            None => format!("`{id}`"),
+        })
+        .collect();
+    // One container when the change is about one; the object when it is about the pod (a
+    // hoisted runAsNonRoot serves every container).
+    let containers: std::collections::BTreeSet<Option<&str>> =
+        findings.iter().map(|f| f.container.as_deref()).collect();
+    let subject = match containers.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(c)] => format!("container `{c}`"),
+        _ => findings
+            .iter()
+            .find_map(|f| f.object.as_ref().map(|o| format!("`{o}`")))
+            .unwrap_or_else(|| "this object".into()),
+    };
+    let _ = writeln!(
+        body,
+        "**KubeHarden** hardens {subject}: {}\n",
+        names.join(", ")
+    );
+    for (id, fs) in &rules {
+        let why = registry
+            .get(id)
+            .map(|r| why_sentence(&r.docs))
+            .unwrap_or_default();
+        let _ = writeln!(body, "- `{id}`: {}. {why}", fs[0].message);
+    }
+    let unsafe_notes: Vec<String> = rules
+        .keys()
+        .filter_map(|id| registry.get(id))
+        .filter(|r| {
+            findings
+                .iter()
+                .any(|f| f.rule == r.id && f.applicability < Some(Applicability::Safe))
+        })
+        .filter_map(|r| {
+            r.fix
+                .as_ref()
+                .map(|fix| format!("- `{}`: {}", r.id, one_line(&fix.safety)))
+        })
+        .collect();
+    if !unsafe_notes.is_empty() {
+        let _ = writeln!(
+            body,
+            "\n> [!WARNING]\n> Check before committing: this change can stop the workload from working."
+        );
+        for n in unsafe_notes {
+            let _ = writeln!(body, "> {n}");
+        }
+    }
+    for note in notes {
+        let _ = writeln!(body, "\nNote: {note}.");
+    }
+    let _ = write!(
+        body,
+        "\n{suggestion}\n\n{FINGERPRINT_PREFIX}{fingerprint} -->"
+    );
+    body
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The first sentence of a rule's "Why is this bad?" section.
+fn why_sentence(docs: &str) -> String {
+    let Some(section) = docs.split("## Why is this bad?").nth(1) else {
+        return String::new();
+    };
+    let text = one_line(section.split("\n## ").next().unwrap_or(""));
+    match text.find(". ") {
+        Some(i) => text[..=i].to_string(),
+        None => text,
+    }
+}
+
+fn summary(report: &Report, fixable: usize, threshold: Severity) -> (String, String) {
+    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
+    let (e, w, n) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Note),
+    );
+    let title = if report.findings.is_empty() {
+        "no pod-security findings".to_string()
+    } else {
+        format!(
+            "{} finding{} ({e} error, {w} warning, {n} note)",
+            report.findings.len(),
+            if report.findings.len() == 1 { "" } else { "s" }
+        )
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Checked {} file{}, {} workload{}. The check fails on findings of severity `{threshold}` or above.",
+        report.files,
+        if report.files == 1 { "" } else { "s" },
+        report.workloads,
+        if report.workloads == 1 { "" } else { "s" }
+    );
+    if fixable > 0 {
+        let _ = writeln!(
+            s,
+            "\n{fixable} finding{} can be fixed by committing the suggestions, one by one or in a batch, or all at once with the **Apply fixes** button, a `/kubeharden fix` comment, or `kubeharden fix --write --unsafe-fixes` locally.",
+            if fixable == 1 { "" } else { "s" }
+        );
+    }
+    if !report.findings.is_empty() {
+        let _ = write!(s, "\n{}", table(report));
+    }
+    (title, s)
+}
+
+fn table(report: &Report) -> String {
+    if report.findings.is_empty() {
+        return String::new();
+    }
+    let mut s =
+        String::from("| severity | rule | where | object | message |\n|---|---|---|---|---|\n");
+    for f in report.findings.iter().take(MAX_TABLE_ROWS) {
+        let object = match (&f.object, &f.container) {
+            (Some(o), Some(c)) => format!("{o}, container `{c}`"),
+            (Some(o), None) => o.to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | `{}` | `{}:{}` | {} | {} |",
+            f.severity,
+            f.rule,
+            f.path,
+            f.start.line,
+            escape_cell(&object),
+            escape_cell(&f.message)
+        );
+    }
+    if report.findings.len() > MAX_TABLE_ROWS {
+        let _ = writeln!(
+            s,
+            "\n…and {} more (every finding is an annotation of the check run).",
+            report.findings.len() - MAX_TABLE_ROWS
+        );
+    }
+    s
+}
+
+fn escape_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Cut text to at most `max` bytes on a character boundary, saying so.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - 40;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n\n…(truncated)", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hunk_headers_with_function_context_and_omitted_counts() {
+        let patch = "@@ -1,3 +1,4 @@ kind: Deployment\n a\n+b\n c\n@@ -10 +11 @@\n-x\n+y\n@@ -20,2 +22,0 @@\n-gone\n-gone\n";
+        assert_eq!(
+            parse_hunks(patch),
+            [Hunk { start: 1, end: 4 }, Hunk { start: 11, end: 11 }]
+        );
+    }
+
+    #[test]
+    fn fingerprints_are_found_again() {
+        let body = format!("text\n\n{FINGERPRINT_PREFIX}abc123 -->");
+        assert_eq!(fingerprint_of(&body), Some("abc123"));
+        assert_eq!(fingerprint_of("no marker"), None);
+    }
+
+    #[test]
+    fn clipping_respects_characters() {
+        let s = "é".repeat(100);
+        let c = clip(&s, 60);
+        assert!(c.len() <= 60 + 20);
+        assert!(c.ends_with("(truncated)"));
+    }
+}
