@@ -25,6 +25,9 @@ struct Raw {
     profile: Option<Profile>,
     kubernetes_version: Option<KubeVersion>,
     fail_on: Option<Severity>,
+    /// Review draft pull requests too (by default they wait until ready for review).
+    #[serde(default)]
+    review_drafts: bool,
     #[serde(default)]
     rules: RawRules,
     #[serde(default)]
@@ -57,6 +60,7 @@ pub struct Config {
     pub profile: Option<Profile>,
     pub kubernetes_version: Option<KubeVersion>,
     pub fail_on: Option<Severity>,
+    pub review_drafts: bool,
     pub enable: BTreeSet<String>,
     pub disable: BTreeSet<String>,
     pub severity: BTreeMap<String, Severity>,
@@ -221,6 +225,7 @@ impl Config {
             profile: raw.profile,
             kubernetes_version: raw.kubernetes_version,
             fail_on: raw.fail_on,
+            review_drafts: raw.review_drafts,
             enable: raw.rules.enable.into_iter().collect(),
             disable: raw.rules.disable.into_iter().collect(),
             severity: raw.rules.severity,

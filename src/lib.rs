@@ -6,10 +6,13 @@
 
 pub mod config;
 pub mod fix;
+pub mod github;
 pub mod k8s;
 pub mod lint;
+pub mod pipeline;
 pub mod render;
 pub mod review;
 pub mod rules;
+pub mod server;
 pub mod source;
 pub mod yaml;

@@ -33,6 +33,8 @@ enum Command {
     /// Print the review the GitHub App would post for the changes from --base to --head, in a
     /// local git checkout, without any GitHub access.
     Review(ReviewArgs),
+    /// Run the GitHub App: review pull requests that change Kubernetes YAML.
+    Serve(ServeArgs),
     /// List the rules.
     Rules(RulesArgs),
     /// Print a rule's documentation.
@@ -91,6 +93,31 @@ struct FixArgs {
 }
 
 #[derive(clap::Args)]
+struct ServeArgs {
+    /// The GitHub App's id.
+    #[arg(long, env = "APP_ID")]
+    app_id: Option<u64>,
+    /// File holding the app's private key (PEM), as GitHub's app settings download it.
+    #[arg(long, env = "PRIVATE_KEY_PATH")]
+    private_key_path: Option<PathBuf>,
+    /// The private key itself (PEM), instead of a file.
+    #[arg(long, env = "PRIVATE_KEY", hide_env_values = true)]
+    private_key: Option<String>,
+    /// The secret GitHub signs webhook deliveries with.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// REST API root: https://api.github.com, or https://HOST/api/v3 for Enterprise Server.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:3000")]
+    listen: String,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct ReviewArgs {
     /// The branch the pull request merges into (its configuration applies, as in the app).
     #[arg(long)]
@@ -141,6 +168,7 @@ fn main() -> ExitCode {
         Command::Lint(args) => lint(args),
         Command::Fix(args) => fix(args),
         Command::Review(args) => review(args),
+        Command::Serve(args) => serve(args),
         Command::Rules(args) => list_rules(args),
         Command::Explain { rule, rules } => explain(&rule, rules.as_deref()),
     };
@@ -383,6 +411,60 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    use kubeharden::github::{App, RetryPolicy, Secret};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let registry = std::sync::Arc::new(registry(args.rules.as_deref())?);
+    let app_id = args.app_id.context(
+        "no app id: pass --app-id or set APP_ID (the number on the app's settings page)",
+    )?;
+    let key = match (&args.private_key, &args.private_key_path) {
+        (Some(key), _) => Secret::new(key.clone()),
+        (None, Some(path)) => Secret::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the private key file {}", path.display()))?,
+        ),
+        (None, None) => bail!(
+            "no private key: pass --private-key-path or set PRIVATE_KEY_PATH (or PRIVATE_KEY)"
+        ),
+    };
+    let webhook_secret = Secret::new(
+        args.webhook_secret
+            .filter(|s| !s.is_empty())
+            .context("no webhook secret: pass --webhook-secret or set WEBHOOK_SECRET")?,
+    );
+    let app = App::new(app_id, &key, &args.github_api_url, RetryPolicy::default())
+        .context("cannot start the GitHub App")?;
+    let jobs = std::sync::Arc::new(kubeharden::pipeline::JobContext {
+        app,
+        registry,
+        fetch_concurrency: 8,
+    });
+    let state = kubeharden::server::ServerState::new(webhook_secret, jobs);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "KubeHarden is listening");
+        axum::serve(listener, kubeharden::server::router(state.clone()))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the server stopped")?;
+        state.wait_idle().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn git(args: &[&str]) -> Result<String> {

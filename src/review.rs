@@ -114,6 +114,9 @@ pub struct ReviewPlan {
     pub findings: usize,
     /// Findings that a suggestion (posted or not) would fix.
     pub fixable: usize,
+    /// Fingerprints of every comment the review would carry, before the 50-comment cap: a
+    /// thread of ours whose fingerprint is not here is about something that is gone.
+    pub fingerprints: Vec<String>,
 }
 
 /// Marker that identifies our own comments and what they are about across pushes.
@@ -158,6 +161,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         .collect();
     let report = linter.lint_files(&sources);
     let mut comments = Vec::new();
+    let mut fingerprints = Vec::new();
     let mut fixable = 0;
     for (file, source) in files.iter().zip(&sources) {
         let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
@@ -185,13 +189,14 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
             }
             fixable += findings.len();
             let s = &r.suggestion;
+            let fingerprint = fingerprint(&file.path, &findings);
+            fingerprints.push(fingerprint.clone());
             let inside = hunks
                 .iter()
                 .any(|h| h.start <= s.start_line && s.end_line <= h.end);
             if !inside {
                 continue;
             }
-            let fingerprint = fingerprint(&file.path, &findings);
             comments.push(InlineComment {
                 path: file.path.clone(),
                 start_line: (s.start_line < s.end_line).then_some(s.start_line),
@@ -239,6 +244,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         check_summary: clip(&check_summary, MAX_BODY),
         findings: report.findings.len(),
         fixable,
+        fingerprints,
     }
 }
 

@@ -1,0 +1,694 @@
+//! A stateful, in-memory GitHub served over HTTP on loopback, after rust-lang/bors's test
+//! harness: repositories with commits, pull requests whose `files` and `patch` hunks are computed
+//! from base and head content, check runs, reviews, review threads (REST and GraphQL). It
+//! verifies the app's JWT against the public key, issues installation tokens and checks them,
+//! and answers a review whose comment lies outside a hunk with GitHub's 422, so a wrong anchor
+//! fails the test. Every review and check run the app posts must be taken by the test, or the
+//! harness fails it when the fake is dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub id: u64,
+    pub head_sha: String,
+    pub external_id: Option<String>,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub annotations: Vec<Value>,
+    pub actions: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReviewComment {
+    pub id: u64,
+    pub thread: String,
+    pub path: String,
+    pub line: u64,
+    pub start_line: Option<u64>,
+    pub body: String,
+    pub resolved: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub pr: u64,
+    pub commit_id: String,
+    pub body: String,
+    pub comments: Vec<ReviewComment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub installation: u64,
+    pub body: Value,
+}
+
+struct Token {
+    repos: Vec<String>,
+}
+
+struct Pr {
+    base: String,
+    head: String,
+}
+
+#[derive(Default)]
+struct Repo {
+    commits: HashMap<String, BTreeMap<String, String>>,
+    prs: HashMap<u64, Pr>,
+}
+
+struct Fault {
+    method: Method,
+    path_contains: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    times: usize,
+}
+
+struct Inner {
+    app_id: u64,
+    public_key_pem: Vec<u8>,
+    installations: HashMap<u64, Vec<String>>,
+    tokens: HashMap<String, Token>,
+    next_id: u64,
+    repos: HashMap<String, Repo>,
+    faults: Vec<Fault>,
+    calls: Vec<String>,
+    token_requests: Vec<TokenRequest>,
+    check_runs: Vec<CheckRun>,
+    reviews: Vec<Review>,
+    rejected_reviews: usize,
+    /// How many of `reviews` and `check_runs` the test has taken.
+    taken_reviews: usize,
+    taken_check_runs: usize,
+}
+
+pub struct FakeGitHub {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeGitHub {
+    pub async fn start(app_id: u64, public_key_pem: &[u8]) -> FakeGitHub {
+        let inner = Arc::new(Mutex::new(Inner {
+            app_id,
+            public_key_pem: public_key_pem.to_vec(),
+            installations: HashMap::new(),
+            tokens: HashMap::new(),
+            next_id: 1000,
+            repos: HashMap::new(),
+            faults: Vec::new(),
+            calls: Vec::new(),
+            token_requests: Vec::new(),
+            check_runs: Vec::new(),
+            reviews: Vec::new(),
+            rejected_reviews: 0,
+            taken_reviews: 0,
+            taken_check_runs: 0,
+        }));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeGitHub { url, inner, server }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn install(&self, installation: u64, repo: &str) {
+        let mut s = self.lock();
+        s.installations
+            .entry(installation)
+            .or_default()
+            .push(repo.to_string());
+        s.repos.entry(repo.to_string()).or_default();
+    }
+
+    /// Store a commit's whole tree.
+    pub fn commit(&self, repo: &str, sha: &str, files: &[(&str, &str)]) {
+        let mut s = self.lock();
+        let tree = files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
+        s.repos
+            .get_mut(repo)
+            .expect("install the repo first")
+            .commits
+            .insert(sha.to_string(), tree);
+    }
+
+    pub fn open_pr(&self, repo: &str, number: u64, base: &str, head: &str) {
+        let mut s = self.lock();
+        s.repos.get_mut(repo).unwrap().prs.insert(
+            number,
+            Pr {
+                base: base.to_string(),
+                head: head.to_string(),
+            },
+        );
+    }
+
+    pub fn push(&self, repo: &str, number: u64, head: &str) {
+        let mut s = self.lock();
+        s.repos
+            .get_mut(repo)
+            .unwrap()
+            .prs
+            .get_mut(&number)
+            .unwrap()
+            .head = head.to_string();
+    }
+
+    /// Answer the next `times` matching requests with `status` (and headers).
+    pub fn fail(
+        &self,
+        method: Method,
+        path_contains: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        times: usize,
+    ) {
+        self.lock().faults.push(Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            times,
+        });
+    }
+
+    /// Every request, as `METHOD /path?query`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.lock().token_requests.clone()
+    }
+
+    pub fn rejected_reviews(&self) -> usize {
+        self.lock().rejected_reviews
+    }
+
+    /// Reviews posted since the last call; the test asserts on them.
+    pub fn take_reviews(&self) -> Vec<Review> {
+        let mut s = self.lock();
+        let new = s.reviews[s.taken_reviews..].to_vec();
+        s.taken_reviews = s.reviews.len();
+        new
+    }
+
+    /// Check runs created since the last call, in their current state.
+    pub fn take_check_runs(&self) -> Vec<CheckRun> {
+        let mut s = self.lock();
+        let new = s.check_runs[s.taken_check_runs..].to_vec();
+        s.taken_check_runs = s.check_runs.len();
+        new
+    }
+
+    /// Threads of a pull request, across reviews, with their current state.
+    pub fn threads(&self, pr: u64) -> Vec<ReviewComment> {
+        self.lock()
+            .reviews
+            .iter()
+            .filter(|r| r.pr == pr)
+            .flat_map(|r| r.comments.clone())
+            .collect()
+    }
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.server.abort();
+        if std::thread::panicking() {
+            return;
+        }
+        let s = self.lock();
+        let reviews = s.reviews.len() - s.taken_reviews;
+        let checks = s.check_runs.len() - s.taken_check_runs;
+        assert!(
+            reviews == 0 && checks == 0,
+            "the app posted {reviews} review(s) and {checks} check run(s) that the test did not assert"
+        );
+    }
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn json_response(status: StatusCode, value: Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json_response(
+        status,
+        json!({ "message": message, "documentation_url": "https://docs.github.com/rest" }),
+    )
+}
+
+fn blob_sha(content: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(content.as_bytes())[..20])
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .map(str::to_string)
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+async fn handle(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    s.calls.push(format!(
+        "{method} {}",
+        uri.path_and_query().map_or(path.as_str(), |p| p.as_str())
+    ));
+    if let Some(fault) = s
+        .faults
+        .iter_mut()
+        .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains))
+    {
+        fault.times -= 1;
+        let mut response = error(
+            StatusCode::from_u16(fault.status).unwrap(),
+            "injected fault",
+        );
+        for (k, v) in &fault.headers {
+            response.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        return response;
+    }
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.clone(), segments.as_slice()) {
+        (Method::POST, ["app", "installations", id, "access_tokens"]) => {
+            mint_token(&mut s, &headers, id, body)
+        }
+        (Method::POST, ["graphql"]) => match authorize(&s, &headers, None) {
+            Some(refused) => refused,
+            None => graphql(&mut s, body),
+        },
+        (_, ["repos", owner, name, rest @ ..]) => {
+            let repo = format!("{owner}/{name}");
+            if let Some(refused) = authorize(&s, &headers, Some(&repo)) {
+                return refused;
+            }
+            repo_request(&mut s, &method, &uri, &repo, rest, body)
+        }
+        _ => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn mint_token(s: &mut Inner, headers: &HeaderMap, id: &str, body: Value) -> Response {
+    use octocrab::jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iat: i64,
+        exp: i64,
+        iss: Value,
+    }
+    let Some(jwt) = bearer(headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    };
+    let key = DecodingKey::from_rsa_pem(&s.public_key_pem).unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.required_spec_claims.clear();
+    validation.validate_aud = false;
+    let Ok(token) = decode::<Claims>(&jwt, &key, &validation) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    };
+    let c = token.claims;
+    let now = chrono::Utc::now().timestamp();
+    let iss_ok = c.iss.as_u64() == Some(s.app_id) || c.iss.as_str() == Some(&s.app_id.to_string());
+    // GitHub: iat in the past (60 s of drift allowed), exp at most ten minutes after iat.
+    if !iss_ok || c.iat > now + 60 || c.exp <= now || c.exp - c.iat > 660 {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "'Expiration time' claim ('exp') is too far in the future",
+        );
+    }
+    let installation: u64 = id.parse().unwrap_or(0);
+    let Some(repos) = s.installations.get(&installation).cloned() else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    s.token_requests.push(TokenRequest {
+        installation,
+        body: body.clone(),
+    });
+    // Narrowed to the named repositories (by name, within the installation's owner).
+    let narrowed: Vec<String> = match body.get("repositories").and_then(Value::as_array) {
+        Some(names) => repos
+            .iter()
+            .filter(|full| {
+                names
+                    .iter()
+                    .any(|n| n.as_str().is_some_and(|n| full.ends_with(&format!("/{n}"))))
+            })
+            .cloned()
+            .collect(),
+        None => repos,
+    };
+    s.next_id += 1;
+    let token = format!("ghs_fake{}", s.next_id);
+    s.tokens.insert(token.clone(), Token { repos: narrowed });
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    json_response(
+        StatusCode::CREATED,
+        json!({ "token": token, "expires_at": expires, "permissions": body.get("permissions") }),
+    )
+}
+
+/// `None` when the request may go on; the refusal otherwise.
+fn authorize(s: &Inner, headers: &HeaderMap, repo: Option<&str>) -> Option<Response> {
+    let Some(token) = bearer(headers) else {
+        return Some(error(StatusCode::UNAUTHORIZED, "Requires authentication"));
+    };
+    let Some(t) = s.tokens.get(&token) else {
+        return Some(error(StatusCode::UNAUTHORIZED, "Bad credentials"));
+    };
+    match repo {
+        Some(repo) if !t.repos.iter().any(|r| r == repo) => {
+            Some(error(StatusCode::NOT_FOUND, "Not Found"))
+        }
+        _ => None,
+    }
+}
+
+/// The files of a pull request as GitHub lists them, with their patches.
+fn pr_files(repo: &Repo, pr: &Pr) -> Vec<Value> {
+    let empty = BTreeMap::new();
+    let base = repo.commits.get(&pr.base).unwrap_or(&empty);
+    let head = repo.commits.get(&pr.head).unwrap_or(&empty);
+    let mut paths: Vec<&String> = base.keys().chain(head.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut out = Vec::new();
+    for path in paths {
+        let (old, new) = (base.get(path), head.get(path));
+        let status = match (old, new) {
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            (Some(a), Some(b)) if a != b => "modified",
+            _ => continue,
+        };
+        let patch = similar::TextDiff::from_lines(
+            old.map_or("", String::as_str),
+            new.map_or("", String::as_str),
+        )
+        .unified_diff()
+        .context_radius(3)
+        .to_string();
+        // Hunks only, as GitHub's `patch` field holds them.
+        let patch: String = patch
+            .lines()
+            .skip_while(|l| !l.starts_with("@@"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push(json!({
+            "filename": path,
+            "status": status,
+            "sha": new.map_or_else(|| "0".repeat(40), |c| blob_sha(c)),
+            "patch": patch,
+        }));
+    }
+    out
+}
+
+/// New-side line ranges of each hunk of a patch.
+fn hunks(patch: &str) -> Vec<(u64, u64)> {
+    patch
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@ "))
+        .filter_map(|h| {
+            let new = h.split_whitespace().find_map(|p| p.strip_prefix('+'))?;
+            let mut it = new.split(',');
+            let start: u64 = it.next()?.parse().ok()?;
+            let count: u64 = it.next().map_or(Some(1), |c| c.parse().ok())?;
+            (count > 0).then(|| (start, start + count - 1))
+        })
+        .collect()
+}
+
+fn repo_request(
+    s: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    repo_name: &str,
+    rest: &[&str],
+    body: Value,
+) -> Response {
+    let Some(repo) = s.repos.get(repo_name) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    match (method.clone(), rest) {
+        (Method::GET, ["pulls", n, "files"]) => {
+            let Some(pr) = n.parse().ok().and_then(|n: u64| repo.prs.get(&n)) else {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            let per_page: usize = query_param(uri, "per_page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(30)
+                .min(100);
+            let page: usize = query_param(uri, "page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1);
+            let files: Vec<Value> = pr_files(repo, pr)
+                .into_iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .collect();
+            json_response(StatusCode::OK, Value::Array(files))
+        }
+        (Method::GET, ["git", "blobs", sha]) => {
+            let content = repo
+                .commits
+                .values()
+                .flat_map(|t| t.values())
+                .find(|c| blob_sha(c) == *sha);
+            match content {
+                Some(c) => json_response(
+                    StatusCode::OK,
+                    json!({ "sha": sha, "encoding": "base64", "content": base64::engine::general_purpose::STANDARD.encode(c) }),
+                ),
+                None => error(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
+        (Method::GET, ["contents", path @ ..]) => {
+            let path = path.join("/");
+            let commit = query_param(uri, "ref").unwrap_or_default();
+            match repo.commits.get(&commit).and_then(|t| t.get(&path)) {
+                Some(c) => json_response(
+                    StatusCode::OK,
+                    json!({ "type": "file", "path": path, "encoding": "base64", "content": base64::engine::general_purpose::STANDARD.encode(c) }),
+                ),
+                None => error(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
+        (Method::POST, ["check-runs"]) => {
+            s.next_id += 1;
+            let run = CheckRun {
+                id: s.next_id,
+                head_sha: body["head_sha"].as_str().unwrap_or_default().to_string(),
+                external_id: body["external_id"].as_str().map(str::to_string),
+                status: body["status"].as_str().unwrap_or("queued").to_string(),
+                conclusion: None,
+                title: None,
+                summary: None,
+                annotations: Vec::new(),
+                actions: Value::Null,
+            };
+            let id = run.id;
+            s.check_runs.push(run);
+            json_response(StatusCode::CREATED, json!({ "id": id }))
+        }
+        (Method::PATCH, ["check-runs", id]) => {
+            let Some(run) = s.check_runs.iter_mut().find(|r| r.id.to_string() == *id) else {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            if let Some(status) = body["status"].as_str() {
+                run.status = status.to_string();
+            }
+            if let Some(c) = body["conclusion"].as_str() {
+                run.conclusion = Some(c.to_string());
+            }
+            if !body["actions"].is_null() {
+                run.actions = body["actions"].clone();
+            }
+            let output = &body["output"];
+            for (field, limit) in [("summary", 65535), ("text", 65535)] {
+                if output[field]
+                    .as_str()
+                    .is_some_and(|t| t.chars().count() > limit)
+                {
+                    return error(StatusCode::UNPROCESSABLE_ENTITY, "output is too long");
+                }
+            }
+            if let Some(t) = output["title"].as_str() {
+                run.title = Some(t.to_string());
+            }
+            if let Some(t) = output["summary"].as_str() {
+                run.summary = Some(t.to_string());
+            }
+            if let Some(a) = output["annotations"].as_array() {
+                if a.len() > 50 {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "at most 50 annotations per request",
+                    );
+                }
+                run.annotations.extend(a.iter().cloned());
+            }
+            json_response(StatusCode::OK, json!({ "id": run.id }))
+        }
+        (Method::POST, ["pulls", n, "reviews"]) => {
+            let number: u64 = n.parse().unwrap_or(0);
+            let Some(pr) = repo.prs.get(&number) else {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            if body["commit_id"].as_str() != Some(pr.head.as_str()) {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "commit_id is not the head of the pull request",
+                );
+            }
+            let files = pr_files(repo, pr);
+            let mut comments = Vec::new();
+            for c in body["comments"].as_array().into_iter().flatten() {
+                let path = c["path"].as_str().unwrap_or_default();
+                let line = c["line"].as_u64().unwrap_or(0);
+                let start = c["start_line"].as_u64().unwrap_or(line);
+                let patch = files
+                    .iter()
+                    .find(|f| f["filename"] == path)
+                    .and_then(|f| f["patch"].as_str());
+                let in_one_hunk = c["side"] == "RIGHT"
+                    && (c["start_line"].is_null() || c["start_side"] == "RIGHT")
+                    && patch
+                        .is_some_and(|p| hunks(p).iter().any(|(a, b)| *a <= start && line <= *b));
+                if !in_one_hunk {
+                    // The whole review fails, naming no comment: GitHub's behaviour.
+                    s.rejected_reviews += 1;
+                    return json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "Unprocessable Entity", "errors": ["Line could not be resolved"] }),
+                    );
+                }
+                s.next_id += 1;
+                comments.push(ReviewComment {
+                    id: s.next_id,
+                    thread: format!("PRRT_{}", s.next_id),
+                    path: path.to_string(),
+                    line,
+                    start_line: c["start_line"].as_u64(),
+                    body: c["body"].as_str().unwrap_or_default().to_string(),
+                    resolved: false,
+                });
+            }
+            s.reviews.push(Review {
+                pr: number,
+                commit_id: body["commit_id"].as_str().unwrap_or_default().to_string(),
+                body: body["body"].as_str().unwrap_or_default().to_string(),
+                comments,
+            });
+            json_response(
+                StatusCode::OK,
+                json!({ "id": s.next_id, "state": "COMMENTED" }),
+            )
+        }
+        _ => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn graphql(s: &mut Inner, body: Value) -> Response {
+    let query = body["query"].as_str().unwrap_or_default();
+    let vars = &body["variables"];
+    if query.contains("resolveReviewThread") {
+        let thread = vars["thread"].as_str().unwrap_or_default();
+        for c in s.reviews.iter_mut().flat_map(|r| r.comments.iter_mut()) {
+            if c.thread == thread {
+                c.resolved = true;
+            }
+        }
+        return json_response(
+            StatusCode::OK,
+            json!({ "data": { "resolveReviewThread": { "thread": { "id": thread, "isResolved": true } } } }),
+        );
+    }
+    if query.contains("reviewThreads") {
+        let number = vars["number"].as_u64().unwrap_or(0);
+        let nodes: Vec<Value> = s
+            .reviews
+            .iter()
+            .filter(|r| r.pr == number)
+            .flat_map(|r| r.comments.iter())
+            .map(|c| json!({ "id": c.thread, "isResolved": c.resolved, "comments": { "nodes": [ { "body": c.body } ] } }))
+            .collect();
+        return json_response(
+            StatusCode::OK,
+            json!({ "data": { "repository": { "pullRequest": { "reviewThreads": { "pageInfo": { "hasNextPage": false, "endCursor": null }, "nodes": nodes } } } } }),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        json!({ "errors": [ { "message": "unsupported query" } ] }),
+    )
+}

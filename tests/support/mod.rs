@@ -1,0 +1,178 @@
+//! The harness for the GitHub App tests: a fake GitHub and the real server, both on loopback.
+
+#![allow(dead_code)]
+
+pub mod fake_github;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use kubeharden::github::{App, RetryPolicy, Secret};
+use kubeharden::pipeline::JobContext;
+use kubeharden::rules::Registry;
+use kubeharden::server::{ServerState, router};
+
+pub use fake_github::FakeGitHub;
+
+pub const APP_ID: u64 = 4242;
+pub const INSTALLATION: u64 = 77;
+pub const SECRET: &str = "webhook secret for tests";
+pub const REPO: &str = "acme/deploy";
+
+fn key(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github")
+            .join(name),
+    )
+    .unwrap()
+}
+
+pub struct Harness {
+    pub github: FakeGitHub,
+    pub url: String,
+    pub state: Arc<ServerState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        let github = FakeGitHub::start(APP_ID, &key("test-app-key.pub.pem")).await;
+        github.install(INSTALLATION, REPO);
+        let private = Secret::new(String::from_utf8(key("test-app-key.pem")).unwrap());
+        // Short waits keep the retry tests fast; the policy is otherwise the production one.
+        let retry = RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(10),
+            max_wait: Duration::from_secs(5),
+        };
+        let app = App::new(APP_ID, &private, &github.url, retry).unwrap();
+        let jobs = Arc::new(JobContext {
+            app,
+            registry: Arc::new(Registry::builtin().unwrap()),
+            fetch_concurrency: 8,
+        });
+        let state = ServerState::new(Secret::new(SECRET), jobs);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Harness {
+            github,
+            url,
+            state,
+            server,
+        }
+    }
+
+    /// Deliver a webhook signed with `secret`; returns the status code.
+    pub async fn deliver_signed(&self, event: &str, body: &Value, secret: Option<&str>) -> u16 {
+        let body = body.to_string();
+        let mut headers = vec![
+            ("X-GitHub-Event".to_string(), event.to_string()),
+            (
+                "X-GitHub-Delivery".to_string(),
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+            ),
+            ("Content-Type".to_string(), "application/json".to_string()),
+        ];
+        if let Some(secret) = secret {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(body.as_bytes());
+            headers.push((
+                "X-Hub-Signature-256".into(),
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            ));
+        }
+        let (status, _) = post(&self.url, "/api/github/webhooks", &headers, body.as_bytes()).await;
+        status
+    }
+
+    /// Deliver a signed webhook and wait until the work it started is done.
+    pub async fn deliver(&self, event: &str, body: &Value) -> u16 {
+        let status = self.deliver_signed(event, body, Some(SECRET)).await;
+        tokio::time::timeout(Duration::from_secs(60), self.state.wait_idle())
+            .await
+            .expect("jobs did not finish");
+        status
+    }
+}
+
+/// A bare HTTP/1.1 POST over loopback.
+pub async fn post(
+    base: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request += &format!("{k}: {v}\r\n");
+    }
+    request += "\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A `pull_request` delivery as GitHub sends it (the fields the app reads, and some it does not).
+pub fn pull_request_event(action: &str, number: u64, base: &str, head: &str) -> Value {
+    let repo = json!({
+        "id": 1296269,
+        "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
+        "name": "deploy",
+        "full_name": REPO,
+        "private": true,
+        "owner": { "login": "acme", "id": 1, "type": "Organization" },
+        "default_branch": "main"
+    });
+    json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "url": format!("https://api.github.com/repos/{REPO}/pulls/{number}"),
+            "id": 1,
+            "number": number,
+            "state": "open",
+            "draft": false,
+            "title": "Deploy the storefront",
+            "user": { "login": "octocat", "id": 2, "type": "User" },
+            "head": { "label": "acme:feature", "ref": "feature", "sha": head, "repo": repo.clone() },
+            "base": { "label": "acme:main", "ref": "main", "sha": base, "repo": repo.clone() },
+            "mergeable": null
+        },
+        "repository": repo,
+        "sender": { "login": "octocat", "id": 2, "type": "User" },
+        "installation": { "id": INSTALLATION, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ==" }
+    })
+}
