@@ -106,3 +106,423 @@ async fn a_new_insecure_deployment_gets_a_check_run_and_a_review_with_suggestion
     assert_eq!(tokens[0].body["permissions"]["contents"], "read");
     assert_eq!(h.github.rejected_reviews(), 0);
 }
+
+const HARDENED: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: shop
+spec:
+  template:
+    spec:
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: api
+          image: ghcr.io/acme/api:3.1.0
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: [ALL]
+          resources:
+            limits: {cpu: 500m, memory: 256Mi}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_outside_the_diff_become_annotations_not_a_rejected_review() {
+    let h = Harness::start().await;
+    // The base already has an insecure Deployment; the pull request renames it (line 4, far from
+    // where its container's fix goes, after line 13) and appends a second insecure one.
+    let old = format!(
+        "{INSECURE}      volumes:\n        - name: cache\n          emptyDir: {{}}\n        - name: config\n          configMap: {{name: web}}\n        - name: tmp\n          emptyDir: {{}}\n"
+    );
+    let appended = INSECURE.replace("storefront", "checkout");
+    let new = format!(
+        "{}---\n{appended}",
+        old.replace("name: storefront", "name: storefront-v2")
+    );
+    h.github.commit(REPO, "base1", &[("app.yaml", &old)]);
+    h.github.commit(REPO, "head1", &[("app.yaml", &new)]);
+    h.github.open_pr(REPO, 8, "base1", "head1");
+    assert_eq!(
+        h.deliver(
+            "pull_request",
+            &pull_request_event("opened", 8, "base1", "head1")
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        h.github.rejected_reviews(),
+        0,
+        "a comment was anchored outside the diff"
+    );
+    let runs = h.github.take_check_runs();
+    // Both Deployments' findings are annotations.
+    let escalation: Vec<u64> = runs[0]
+        .annotations
+        .iter()
+        .filter(|a| a["title"] == "KubeHarden [privilege-escalation-allowed]")
+        .filter_map(|a| a["start_line"].as_u64())
+        .collect();
+    assert_eq!(escalation, [10, 31]);
+    // The renamed Deployment's container fix (after line 13) lies in no hunk: no comment there;
+    // the appended Deployment (lines 21-34) carries suggestions.
+    let reviews = h.github.take_reviews();
+    assert_eq!(reviews.len(), 1);
+    assert!(reviews[0].comments.iter().any(|c| c.line >= 21));
+    for c in &reviews[0].comments {
+        assert!(
+            !(8..=14).contains(&c.line),
+            "comment outside the hunks: {c:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_fixes_half_posts_nothing_twice_and_resolves_the_fixed_threads() {
+    let h = Harness::start().await;
+    let second = INSECURE.replace("storefront", "checkout");
+    h.github.commit(REPO, "base1", &[]);
+    h.github
+        .commit(REPO, "head1", &[("a.yaml", INSECURE), ("b.yaml", &second)]);
+    h.github.open_pr(REPO, 9, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 9, "base1", "head1"),
+    )
+    .await;
+    let first = h.github.take_reviews();
+    assert_eq!(first.len(), 1);
+    let a_threads: Vec<_> = first[0]
+        .comments
+        .iter()
+        .filter(|c| c.path == "a.yaml")
+        .cloned()
+        .collect();
+    let b_threads: Vec<_> = first[0]
+        .comments
+        .iter()
+        .filter(|c| c.path == "b.yaml")
+        .cloned()
+        .collect();
+    assert!(!a_threads.is_empty() && !b_threads.is_empty());
+    h.github.take_check_runs();
+
+    // Commit every suggestion for a.yaml, as a reviewer would.
+    let fixed_a = apply_comments(INSECURE, &a_threads);
+    h.github
+        .commit(REPO, "head2", &[("a.yaml", &fixed_a), ("b.yaml", &second)]);
+    h.github.push(REPO, 9, "head2");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("synchronize", 9, "base1", "head2"),
+    )
+    .await;
+    // b.yaml's threads are still open: nothing new to say, so no second review.
+    assert!(h.github.take_reviews().is_empty());
+    let runs = h.github.take_check_runs();
+    assert_eq!(runs[0].head_sha, "head2");
+    let threads = h.github.threads(9);
+    for t in &threads {
+        assert_eq!(t.resolved, t.path == "a.yaml", "{t:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_pull_requests_still_get_suggestions() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 10, "base1", "head1");
+    let mut event = pull_request_event("opened", 10, "base1", "head1");
+    event["pull_request"]["head"]["repo"]["id"] = serde_json::json!(999);
+    event["pull_request"]["head"]["repo"]["owner"]["login"] = serde_json::json!("contributor");
+    assert_eq!(h.deliver("pull_request", &event).await, 202);
+    let reviews = h.github.take_reviews();
+    assert!(!reviews[0].comments.is_empty());
+    h.github.take_check_runs();
+    // Read-only: reviews and check runs are the only writes.
+    let writes: Vec<_> = h
+        .github
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("GET") && !c.contains("access_tokens") && !c.contains("graphql"))
+        .collect();
+    assert!(
+        writes
+            .iter()
+            .all(|c| c.contains("/check-runs") || c.contains("/reviews")),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_base_branch_configuration_applies_not_the_pull_requests() {
+    let h = Harness::start().await;
+    let base_config =
+        "rules:\n  disable: [resource-limits-missing, image-tag-mutable]\nfail-on: error\n";
+    // The pull request tries to switch the whole check off; it must not work.
+    let head_config = "profile: baseline\nfail-on: error\nrules:\n  disable: [host-pid]\n";
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostPID: true\n  containers:\n    - name: c\n      image: nginx\n";
+    h.github
+        .commit(REPO, "base1", &[(".github/kubeharden.yaml", base_config)]);
+    h.github.commit(
+        REPO,
+        "head1",
+        &[(".github/kubeharden.yaml", head_config), ("pod.yaml", pod)],
+    );
+    h.github.open_pr(REPO, 11, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 11, "base1", "head1"),
+    )
+    .await;
+    let runs = h.github.take_check_runs();
+    let titles: Vec<&str> = runs[0]
+        .annotations
+        .iter()
+        .filter_map(|a| a["title"].as_str())
+        .collect();
+    assert!(titles.contains(&"KubeHarden [host-pid]"), "{titles:?}");
+    assert!(
+        !titles.contains(&"KubeHarden [image-tag-mutable]"),
+        "{titles:?}"
+    );
+    assert!(
+        titles.contains(&"KubeHarden [run-as-root-allowed]"),
+        "nsa profile from the base: {titles:?}"
+    );
+    assert_eq!(runs[0].conclusion.as_deref(), Some("failure"));
+    h.github.take_reviews();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_yaml_is_an_annotation_not_a_crash() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(
+        REPO,
+        "head1",
+        &[(
+            "broken.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n\tname: x\n",
+        )],
+    );
+    h.github.open_pr(REPO, 12, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 12, "base1", "head1"),
+    )
+    .await;
+    let runs = h.github.take_check_runs();
+    assert_eq!(runs[0].status, "completed");
+    assert!(
+        runs[0]
+            .annotations
+            .iter()
+            .any(|a| a["title"] == "KubeHarden [invalid-yaml]" && a["start_line"] == 4)
+    );
+    let reviews = h.github.take_reviews();
+    assert!(reviews.iter().all(|r| r.comments.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unsigned_malformed_unknown_and_irrelevant_deliveries_do_nothing() {
+    let h = Harness::start().await;
+    let event = pull_request_event("opened", 13, "base1", "head1");
+    assert_eq!(
+        h.deliver_signed("pull_request", &event, Some("not the secret"))
+            .await,
+        401
+    );
+    assert_eq!(h.deliver_signed("pull_request", &event, None).await, 401);
+    assert_eq!(
+        h.deliver("issues", &serde_json::json!({"action": "opened"}))
+            .await,
+        200
+    );
+    assert_eq!(
+        h.deliver(
+            "pull_request",
+            &pull_request_event("labeled", 13, "base1", "head1")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        h.deliver(
+            "pull_request",
+            &pull_request_event("some_future_action", 13, "base1", "head1")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        h.deliver("pull_request", &serde_json::json!({"action": "opened"}))
+            .await,
+        400
+    );
+    let (status, _) = support::post(
+        &h.url,
+        "/api/github/webhooks",
+        &[
+            ("X-GitHub-Event".into(), "pull_request".into()),
+            ("X-Hub-Signature-256".into(), sign(b"{not json")),
+        ],
+        b"{not json",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(h.github.calls().is_empty(), "{:?}", h.github.calls());
+}
+
+fn sign(body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(support::SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_and_a_secondary_rate_limit_are_retried() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 14, "base1", "head1");
+    h.github
+        .fail(http::Method::GET, "/pulls/14/files", 502, &[], 1);
+    h.github.fail(
+        http::Method::POST,
+        "/pulls/14/reviews",
+        403,
+        &[("retry-after", "1")],
+        1,
+    );
+    let started = std::time::Instant::now();
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 14, "base1", "head1"),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "retry-after was not honoured"
+    );
+    assert_eq!(h.github.take_reviews().len(), 1);
+    assert_eq!(h.github.take_check_runs()[0].status, "completed");
+    let files_calls = h
+        .github
+        .calls()
+        .iter()
+        .filter(|c| c.contains("/pulls/14/files"))
+        .count();
+    assert_eq!(files_calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_of_300_manifests() {
+    let h = Harness::start().await;
+    let files: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                format!("apps/app-{i:03}.yaml"),
+                INSECURE.replace("storefront", &format!("app-{i}")),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &refs);
+    h.github.open_pr(REPO, 15, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 15, "base1", "head1"),
+    )
+    .await;
+    let reviews = h.github.take_reviews();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0].comments.len(), kubeharden::review::MAX_COMMENTS);
+    assert!(
+        reviews[0]
+            .body
+            .contains("more suggestions are not shown inline"),
+        "{}",
+        reviews[0].body
+    );
+    let runs = h.github.take_check_runs();
+    assert!(runs[0].annotations.len() > 300);
+    // Pages of files, not calls per finding: 3 pages of 100.
+    let pages = h
+        .github
+        .calls()
+        .iter()
+        .filter(|c| c.contains("/pulls/15/files"))
+        .count();
+    assert_eq!(pages, 4, "three full pages and an empty one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drafts_wait_unless_the_repository_reviews_them() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 16, "base1", "head1");
+    let mut event = pull_request_event("opened", 16, "base1", "head1");
+    event["pull_request"]["draft"] = serde_json::json!(true);
+    assert_eq!(h.deliver("pull_request", &event).await, 202);
+    assert!(h.github.take_check_runs().is_empty());
+    h.github.commit(
+        REPO,
+        "base2",
+        &[(".github/kubeharden.yaml", "review-drafts: true\n")],
+    );
+    let mut event = pull_request_event("opened", 16, "base2", "head1");
+    event["pull_request"]["draft"] = serde_json::json!(true);
+    h.deliver("pull_request", &event).await;
+    assert_eq!(h.github.take_check_runs().len(), 1);
+    assert_eq!(h.github.take_reviews().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_pull_request_gets_a_green_check_and_no_review() {
+    let h = Harness::start().await;
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default, namespace: shop}\n";
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(
+        REPO,
+        "head1",
+        &[
+            ("api.yaml", HARDENED),
+            ("sa.yaml", sa),
+            ("notes.md", "# not YAML\n"),
+        ],
+    );
+    h.github.open_pr(REPO, 17, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 17, "base1", "head1"),
+    )
+    .await;
+    let runs = h.github.take_check_runs();
+    assert_eq!(
+        runs[0].conclusion.as_deref(),
+        Some("success"),
+        "{:?}",
+        runs[0].annotations
+    );
+    assert!(runs[0].annotations.is_empty());
+    assert!(
+        h.github.take_reviews().is_empty(),
+        "nothing to say, no review"
+    );
+    // Markdown is not fetched.
+    assert!(!h.github.calls().iter().any(|c| c.contains("notes.md")));
+}
