@@ -526,3 +526,57 @@ async fn a_clean_pull_request_gets_a_green_check_and_no_review() {
     // Markdown is not fetched.
     assert!(!h.github.calls().iter().any(|c| c.contains("notes.md")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_minted_again_and_graphql_failures_degrade() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 18, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 18, "base1", "head1"),
+    )
+    .await;
+    assert_eq!(h.github.take_reviews().len(), 1);
+    h.github.take_check_runs();
+    assert_eq!(
+        h.github.token_requests().len(),
+        1,
+        "the token is cached between jobs"
+    );
+
+    // The cached token stops working: the job re-mints once and carries on.
+    h.github.revoke_tokens();
+    h.github.fail(http::Method::POST, "/graphql", 502, &[], 10);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("synchronize", 18, "base1", "head1"),
+    )
+    .await;
+    assert_eq!(h.github.token_requests().len(), 2);
+    let runs = h.github.take_check_runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "completed");
+    // Without the thread list the job cannot know what it posted: it posts again rather than
+    // stay silent, and leaves the old threads alone.
+    assert_eq!(h.github.take_reviews().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_only_reviews_when_the_base_changed() {
+    let h = Harness::start().await;
+    let mut title_only = pull_request_event("edited", 19, "base1", "head1");
+    title_only["changes"] = serde_json::json!({"title": {"from": "old"}});
+    assert_eq!(h.deliver("pull_request", &title_only).await, 200);
+    assert!(h.github.calls().is_empty());
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 19, "base1", "head1");
+    let mut new_base = pull_request_event("edited", 19, "base1", "head1");
+    new_base["changes"] =
+        serde_json::json!({"base": {"ref": {"from": "develop"}, "sha": {"from": "abc"}}});
+    assert_eq!(h.deliver("pull_request", &new_base).await, 202);
+    assert_eq!(h.github.take_reviews().len(), 1);
+    assert_eq!(h.github.take_check_runs().len(), 1);
+}

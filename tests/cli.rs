@@ -427,3 +427,60 @@ fn review_prints_what_the_app_would_post_from_a_local_checkout() {
             .contains("<!-- kubeharden:fingerprint=")
     }));
 }
+
+#[test]
+fn serve_refuses_to_start_without_credentials_and_never_echoes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubeharden"));
+        cmd.arg("serve").args(args).current_dir(dir.path());
+        for var in [
+            "APP_ID",
+            "PRIVATE_KEY",
+            "PRIVATE_KEY_PATH",
+            "WEBHOOK_SECRET",
+            "GITHUB_API_URL",
+            "LISTEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(envs.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = run(&[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no app id: pass --app-id or set APP_ID")
+    );
+    let out = run(&[("APP_ID", "1"), ("WEBHOOK_SECRET", "s3cr3t-value")], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no private key"));
+    let out = run(
+        &[
+            ("APP_ID", "1"),
+            (
+                "PRIVATE_KEY",
+                "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END RSA PRIVATE KEY-----\n",
+            ),
+            ("WEBHOOK_SECRET", "s3cr3t-value"),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not an RSA private key in PEM form"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("c2VjcmV0") && !stderr.contains("s3cr3t-value"),
+        "{stderr}"
+    );
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github/test-app-key.pem");
+    let out = run(
+        &[("APP_ID", "1"), ("PRIVATE_KEY_PATH", key.to_str().unwrap())],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no webhook secret"));
+    // --help does not show secret values taken from the environment.
+    let out = run(&[("WEBHOOK_SECRET", "s3cr3t-value")], &["--help"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t-value"));
+}

@@ -199,6 +199,11 @@ impl FakeGitHub {
         });
     }
 
+    /// Invalidate every installation token, as an expiry or a revocation would.
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
     /// Every request, as `METHOD /path?query`.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
