@@ -7,6 +7,7 @@
 pub mod config;
 pub mod fix;
 pub mod github;
+pub mod jobs;
 pub mod k8s;
 pub mod lint;
 pub mod pipeline;

@@ -35,6 +35,8 @@ enum Command {
     Review(ReviewArgs),
     /// Run the GitHub App: review pull requests that change Kubernetes YAML.
     Serve(ServeArgs),
+    /// See and re-run the app's jobs: `jobs list [--state dead]`, `jobs retry ID`.
+    Jobs(JobsArgs),
     /// List the rules.
     Rules(RulesArgs),
     /// Print a rule's documentation.
@@ -112,9 +114,51 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:3000")]
     listen: String,
+    /// Where deliveries and jobs are kept: sqlite://FILE (the default, created on first start)
+    /// or postgres://… for several replicas.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://kubeharden.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Jobs run at once by this process.
+    #[arg(long, env = "WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// Seconds running jobs get to finish on SIGTERM/SIGINT before they are given back.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct JobsArgs {
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://kubeharden.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+    #[command(subcommand)]
+    action: JobsAction,
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// The newest jobs, with their state, attempts and last error.
+    List {
+        /// Only jobs in this state: queued, running, done, superseded or dead.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue a finished or dead job again, with fresh attempts.
+    Retry { id: i64 },
 }
 
 #[derive(clap::Args)]
@@ -169,6 +213,7 @@ fn main() -> ExitCode {
         Command::Fix(args) => fix(args),
         Command::Review(args) => review(args),
         Command::Serve(args) => serve(args),
+        Command::Jobs(args) => jobs(args),
         Command::Rules(args) => list_rules(args),
         Command::Explain { rule, rules } => explain(&rule, rules.as_deref()),
     };
@@ -447,24 +492,105 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         app,
         registry,
         fetch_concurrency: 8,
+        retry_base: std::time::Duration::from_secs(30),
     });
-    let state = kubeharden::server::ServerState::new(webhook_secret, jobs);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let store = std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database_url).await?);
+        let state = kubeharden::server::ServerState::new(webhook_secret, jobs, store);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let grace = std::time::Duration::from_secs(args.shutdown_grace);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeharden".into());
+        let workers: Vec<_> = (0..args.workers.max(1))
+            .map(|i| {
+                let worker = format!("{host}-{}-{i}", std::process::id());
+                tokio::spawn(kubeharden::server::work(state.clone(), worker, stopped.clone(), grace))
+            })
+            .collect();
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(address = %listener.local_addr()?, "KubeHarden is listening");
+        tracing::info!(address = %listener.local_addr()?, workers = workers.len(), "KubeHarden is listening");
         axum::serve(listener, kubeharden::server::router(state.clone()))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server stopped")?;
-        state.wait_idle().await;
+        // No more deliveries: let the workers finish or give back what they hold.
+        let _ = stop.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
+        tracing::info!("stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn jobs(args: JobsArgs) -> Result<ExitCode> {
+    use kubeharden::jobs::{JobState, Store};
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = Store::open(&args.database_url).await?;
+        match args.action {
+            JobsAction::List { state, limit } => {
+                let state = match state.as_deref() {
+                    None => None,
+                    Some("queued") => Some(JobState::Queued),
+                    Some("running") => Some(JobState::Running),
+                    Some("done") => Some(JobState::Done),
+                    Some("superseded") => Some(JobState::Superseded),
+                    Some("dead") => Some(JobState::Dead),
+                    Some(other) => bail!("unknown state `{other}`"),
+                };
+                println!(
+                    "{:>6}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  LAST ERROR",
+                    "ID", "STATE", "ATTEMPTS", "REPOSITORY", "PR", "HEAD"
+                );
+                for j in store.list(state, limit).await? {
+                    println!(
+                        "{:>6}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  {}",
+                        j.id,
+                        j.state.as_str(),
+                        j.attempts,
+                        j.repo,
+                        j.pr,
+                        &j.head_sha[..j.head_sha.len().min(12)],
+                        j.last_error
+                            .unwrap_or_default()
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            JobsAction::Retry { id } => {
+                if store.requeue(id).await? {
+                    println!("job {id} queued again");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    bail!("job {id} does not exist or is queued or running already")
+                }
+            }
+        }
+    })
 }
 
 fn git(args: &[&str]) -> Result<String> {

@@ -18,6 +18,8 @@ pub struct JobContext {
     pub registry: Arc<Registry>,
     /// Files fetched at once per job.
     pub fetch_concurrency: usize,
+    /// First delay before a failed job runs again (doubling after each failure).
+    pub retry_base: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,10 @@ pub enum Outcome {
     },
     /// The base branch's configuration is broken; the check run says where.
     BadConfig,
+    /// A run before this one completed the check run for this head: nothing left to do.
+    AlreadyDone,
+    /// The pull request has a newer head than the one this job was for.
+    Superseded,
 }
 
 /// Review a pull request at the head sha of the event.
@@ -75,7 +81,16 @@ pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> R
     if pr.draft && !config.review_drafts {
         return Ok(Outcome::SkippedDraft);
     }
-    let check = client.start_check_run(&pr.head.sha, pr.number).await?;
+    // A newer push makes this review pointless: its own job reviews the newest head.
+    if client.pull_request_head(pr.number).await? != pr.head.sha {
+        return Ok(Outcome::Superseded);
+    }
+    // Publishing is idempotent: a job re-run after a crash finds what it already posted.
+    let check = match client.find_check_run(&pr.head.sha).await? {
+        Some((_, true)) => return Ok(Outcome::AlreadyDone),
+        Some((id, false)) => id,
+        None => client.start_check_run(&pr.head.sha, pr.number).await?,
+    };
     let files = fetch_files(cx, &client, pr.number, &config).await?;
     let linter = Linter::new(&cx.registry, config.settings());
     // Linting and fixing are CPU work: keep them off the async workers.
@@ -113,7 +128,8 @@ pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> R
         .filter(|c| !open.contains(c.fingerprint.as_str()))
         .cloned()
         .collect();
-    if !comments.is_empty() || (first_review && !plan.body.is_empty()) {
+    let wanted = !comments.is_empty() || (first_review && !plan.body.is_empty());
+    if wanted && !client.has_review_for(pr.number, &pr.head.sha).await? {
         client
             .post_review(pr.number, &pr.head.sha, &plan.body, &comments)
             .await

@@ -1,6 +1,7 @@
 //! The HTTP edge of the GitHub App: the webhook route (after rust-lang/bors, an extractor that
-//! limits the body, checks the HMAC in constant time and parses into our own event types) and
-//! the health check. Handled events answer 202 at once; the work runs in the background.
+//! limits the body, checks the HMAC in constant time and parses into our own event types), the
+//! health and readiness checks, and the workers that run stored jobs. A delivery is answered 202
+//! only once it and its job are stored; the work runs in the background.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +16,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
+use tokio::sync::watch;
+
 use crate::github::Secret;
-use crate::github::events::Event;
+use crate::github::events::{Event, PullRequestEvent};
+use crate::jobs::{self, Accepted, JobState, NewJob, Store};
 use crate::pipeline::{self, JobContext};
 
 /// GitHub's cap on a webhook payload.
@@ -25,29 +29,154 @@ pub const MAX_BODY: usize = 25 * 1024 * 1024;
 pub struct ServerState {
     pub webhook_secret: Secret,
     pub jobs: Arc<JobContext>,
+    pub store: Arc<Store>,
+    /// Wakes idle workers when a job is stored.
+    wake: Notify,
     running: AtomicUsize,
-    idle: Notify,
 }
 
 impl ServerState {
-    pub fn new(webhook_secret: Secret, jobs: Arc<JobContext>) -> Arc<Self> {
+    pub fn new(webhook_secret: Secret, jobs: Arc<JobContext>, store: Arc<Store>) -> Arc<Self> {
         Arc::new(Self {
             webhook_secret,
             jobs,
+            store,
+            wake: Notify::new(),
             running: AtomicUsize::new(0),
-            idle: Notify::new(),
         })
     }
 
-    /// Wait until no background job runs (for shutdown and for tests).
+    /// Wait until no job is due or running (for tests and benchmarks).
     pub async fn wait_idle(&self) {
         loop {
-            let notified = self.idle.notified();
-            if self.running.load(Ordering::SeqCst) == 0 {
+            let pending = self.store.pending().await.unwrap_or(1);
+            if pending == 0 && self.running.load(Ordering::SeqCst) == 0 {
                 return;
             }
-            notified.await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// Run stored jobs until `stop` turns true, then let the running job finish within `grace`
+/// and give it back otherwise.
+pub async fn work(
+    state: Arc<ServerState>,
+    worker: String,
+    mut stop: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let job = match state.store.claim(&worker, jobs::LEASE).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                tokio::select! {
+                    _ = state.wake.notified() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(worker, "cannot claim jobs: {e:#}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        state.running.fetch_add(1, Ordering::SeqCst);
+        let id = job.id;
+        let run = run_job(&state, job);
+        tokio::pin!(run);
+        let finished = tokio::select! {
+            _ = &mut run => true,
+            _ = stop.changed() => {
+                // Shutting down: the job gets the grace period, then goes back to the queue.
+                tokio::time::timeout(grace, &mut run).await.is_ok()
+            }
+        };
+        if !finished {
+            tracing::warn!(job = id, "shutting down: job released for another run");
+            if let Err(e) = state.store.release(id).await {
+                tracing::error!(job = id, "cannot release the job: {e:#}");
+            }
+        }
+        state.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn run_job(state: &ServerState, job: jobs::Job) {
+    let span = tracing::info_span!(
+        "job",
+        job = job.id,
+        delivery = job.delivery,
+        repo = job.repo,
+        pr = job.pr
+    );
+    let _entered = span.enter();
+    let event: PullRequestEvent = match serde_json::from_str(&job.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = state
+                .store
+                .finish(
+                    job.id,
+                    JobState::Dead,
+                    Some(&format!("stored payload does not parse: {e}")),
+                )
+                .await;
+            return;
+        }
+    };
+    // The lease is extended while the job runs, so a long review is not taken for a dead one.
+    let heartbeat = {
+        let store = state.store.clone();
+        let id = job.id;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(jobs::LEASE / 3).await;
+                if store.heartbeat(id, jobs::LEASE).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = pipeline::review_pull_request(&state.jobs, &event).await;
+    heartbeat.abort();
+    let stored = match result {
+        Ok(pipeline::Outcome::Superseded) => {
+            tracing::info!("a newer head exists: job superseded");
+            state.store.finish(job.id, JobState::Superseded, None).await
+        }
+        Ok(outcome) => {
+            tracing::info!(?outcome, "job done");
+            state.store.finish(job.id, JobState::Done, None).await
+        }
+        Err(e) if jobs::is_permanent(&e) || job.attempts >= jobs::MAX_ATTEMPTS => {
+            tracing::error!(attempts = job.attempts, "job dead: {e:#}");
+            state
+                .store
+                .finish(job.id, JobState::Dead, Some(&format!("{e:#}")))
+                .await
+        }
+        Err(e) => {
+            let delay = jobs::backoff(state.jobs.retry_base, job.attempts);
+            tracing::warn!(
+                attempts = job.attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                "job failed, will retry: {e:#}"
+            );
+            state
+                .store
+                .retry_later(job.id, delay, &format!("{e:#}"))
+                .await
+        }
+    };
+    if let Err(e) = stored {
+        // The lease runs out and another worker picks the job up again.
+        tracing::error!("cannot record the job's outcome: {e:#}");
     }
 }
 
@@ -55,6 +184,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/api/github/webhooks", post(webhook))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -78,7 +208,9 @@ pub fn verify_signature(secret: &[u8], body: &[u8], signature: &str) -> bool {
 /// A delivery whose signature checked out, parsed.
 pub struct Webhook {
     pub delivery: String,
+    pub name: String,
     pub event: Event,
+    pub body: Bytes,
 }
 
 pub enum WebhookRejection {
@@ -120,10 +252,24 @@ impl FromRequest<Arc<ServerState>> for Webhook {
             .ok_or_else(|| WebhookRejection::BadRequest("no X-GitHub-Event header".into()))?;
         let event = Event::parse(&name, &body)
             .map_err(|e| WebhookRejection::BadRequest(format!("malformed {name} payload: {e}")))?;
+        let delivery = header("x-github-delivery")
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| WebhookRejection::BadRequest("no X-GitHub-Delivery header".into()))?;
         Ok(Webhook {
-            delivery: header("x-github-delivery").unwrap_or_default(),
+            delivery,
+            name,
             event,
+            body,
         })
+    }
+}
+
+/// Ready when the database answers.
+async fn ready(State(state): State<Arc<ServerState>>) -> Response {
+    if state.store.ping().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
     }
 }
 
@@ -134,20 +280,29 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
             if !event.wants_review(true) {
                 return (StatusCode::OK, "ignored").into_response();
             }
-            tracing::info!(delivery = hook.delivery, pr = event.number, repo = event.repository.full_name(), action = ?event.action, "review queued");
-            state.running.fetch_add(1, Ordering::SeqCst);
-            let task_state = state.clone();
-            tokio::spawn(async move {
-                let result = pipeline::review_pull_request(&task_state.jobs, &event).await;
-                match result {
-                    Ok(outcome) => tracing::info!(pr = event.number, ?outcome, "review done"),
-                    Err(e) => tracing::error!(pr = event.number, "review failed: {e:#}"),
+            let job = NewJob {
+                repo: event.repository.full_name(),
+                pr: event.number,
+                head_sha: event.pull_request.head.sha.clone(),
+                payload: String::from_utf8_lossy(&hook.body).into_owned(),
+            };
+            match state
+                .store
+                .accept(&hook.delivery, &hook.name, Some(&job))
+                .await
+            {
+                Ok(Accepted::Stored) => {
+                    tracing::info!(delivery = hook.delivery, pr = event.number, repo = job.repo, action = ?event.action, "review queued");
+                    state.wake.notify_one();
+                    (StatusCode::ACCEPTED, "queued").into_response()
                 }
-                if task_state.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    task_state.idle.notify_waiters();
+                Ok(Accepted::Duplicate) => (StatusCode::OK, "already received").into_response(),
+                Err(e) => {
+                    // GitHub records the failed delivery, and it can be redelivered.
+                    tracing::error!(delivery = hook.delivery, "cannot store the delivery: {e:#}");
+                    (StatusCode::SERVICE_UNAVAILABLE, "cannot store the delivery").into_response()
                 }
-            });
-            (StatusCode::ACCEPTED, "queued").into_response()
+            }
         }
         Event::Ping => (StatusCode::OK, "pong").into_response(),
         Event::Other { event } => {

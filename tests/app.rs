@@ -549,9 +549,15 @@ async fn a_revoked_token_is_minted_again_and_graphql_failures_degrade() {
     // The cached token stops working: the job re-mints once and carries on.
     h.github.revoke_tokens();
     h.github.fail(http::Method::POST, "/graphql", 502, &[], 10);
+    h.github.commit(
+        REPO,
+        "head2",
+        &[("web.yaml", &INSECURE.replace("2.4.1", "2.4.2"))],
+    );
+    h.github.push(REPO, 18, "head2");
     h.deliver(
         "pull_request",
-        &pull_request_event("synchronize", 18, "base1", "head1"),
+        &pull_request_event("synchronize", 18, "base1", "head2"),
     )
     .await;
     assert_eq!(h.github.token_requests().len(), 2);
@@ -579,4 +585,181 @@ async fn edited_only_reviews_when_the_base_changed() {
     assert_eq!(h.deliver("pull_request", &new_base).await, 202);
     assert_eq!(h.github.take_reviews().len(), 1);
     assert_eq!(h.github.take_check_runs().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_again_for_the_same_head_posts_nothing_twice() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 20, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 20, "base1", "head1"),
+    )
+    .await;
+    assert_eq!(h.github.take_reviews().len(), 1);
+    assert_eq!(h.github.take_check_runs().len(), 1);
+    // The same head again (a reopen, or a job re-run after a crash): the completed check run
+    // says the work is done.
+    h.deliver(
+        "pull_request",
+        &pull_request_event("reopened", 20, "base1", "head1"),
+    )
+    .await;
+    assert!(h.github.take_reviews().is_empty());
+    assert!(h.github.take_check_runs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_is_acknowledged_and_not_processed_twice() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 21, "base1", "head1");
+    let event = pull_request_event("opened", 21, "base1", "head1");
+    assert_eq!(
+        h.deliver_as("pull_request", &event, Some(support::SECRET), "guid-1")
+            .await,
+        202
+    );
+    assert_eq!(
+        h.deliver_as("pull_request", &event, Some(support::SECRET), "guid-1")
+            .await,
+        200
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(30), h.state.wait_idle())
+        .await
+        .unwrap();
+    assert_eq!(h.github.take_reviews().len(), 1);
+    assert_eq!(h.github.take_check_runs().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_50_pushes_reviews_only_the_newest_head() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base", &[]);
+    for i in 0..50 {
+        h.github.commit(
+            REPO,
+            &format!("head{i}"),
+            &[("web.yaml", &INSECURE.replace("2.4.1", &format!("2.4.{i}")))],
+        );
+    }
+    h.github.open_pr(REPO, 22, "base", "head49");
+    for i in 0..50 {
+        let status = h
+            .deliver_signed(
+                "pull_request",
+                &pull_request_event("synchronize", 22, "base", &format!("head{i}")),
+                Some(support::SECRET),
+            )
+            .await;
+        assert_eq!(status, 202);
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), h.state.wait_idle())
+        .await
+        .unwrap();
+    let runs = h.github.take_check_runs();
+    assert_eq!(
+        runs.iter().map(|r| r.head_sha.as_str()).collect::<Vec<_>>(),
+        ["head49"]
+    );
+    let reviews = h.github.take_reviews();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0].commit_id, "head49");
+    let jobs = h.state.store.list(None, 100).await.unwrap();
+    assert_eq!(
+        jobs.iter()
+            .filter(|j| j.state == kubeharden::jobs::JobState::Done)
+            .count(),
+        1
+    );
+    assert_eq!(
+        jobs.iter()
+            .filter(|j| j.state == kubeharden::jobs::JobState::Superseded)
+            .count(),
+        49
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_are_retried_and_a_deleted_repository_stops_at_once() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 23, "base1", "head1");
+    // Three 502s: the client's own retries ride them out.
+    h.github
+        .fail(http::Method::GET, "/pulls/23/files", 502, &[], 3);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 23, "base1", "head1"),
+    )
+    .await;
+    assert_eq!(h.github.take_reviews().len(), 1);
+    assert_eq!(h.github.take_check_runs()[0].status, "completed");
+
+    // Eight: two job attempts fail, the third succeeds after a backoff.
+    h.github.commit(
+        REPO,
+        "head2",
+        &[("web.yaml", &INSECURE.replace("2.4.1", "2.5.0"))],
+    );
+    h.github.push(REPO, 23, "head2");
+    h.github
+        .fail(http::Method::GET, "/pulls/23/files", 502, &[], 8);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("synchronize", 23, "base1", "head2"),
+    )
+    .await;
+    let job = h.state.store.list(None, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (job.state, job.attempts),
+        (kubeharden::jobs::JobState::Done, 3)
+    );
+    h.github.take_reviews();
+    let runs = h.github.take_check_runs();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the check run started by the first attempt is reused"
+    );
+    assert_eq!(runs[0].status, "completed");
+
+    // A 404 (the repository is gone) is permanent: dead after one attempt, error kept.
+    h.github.commit(REPO, "head3", &[("web.yaml", INSECURE)]);
+    h.github.push(REPO, 23, "head3");
+    h.github
+        .fail(http::Method::GET, "/pulls/23/files", 404, &[], 100);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("synchronize", 23, "base1", "head3"),
+    )
+    .await;
+    let job = h.state.store.list(None, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (job.state, job.attempts),
+        (kubeharden::jobs::JobState::Dead, 1)
+    );
+    assert!(job.last_error.unwrap().contains("404"));
+    h.github.take_check_runs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_down_at_delivery_time_is_a_5xx() {
+    let h = Harness::start().await;
+    h.state.store.close().await;
+    let status = h
+        .deliver_signed(
+            "pull_request",
+            &pull_request_event("opened", 24, "base1", "head1"),
+            Some(support::SECRET),
+        )
+        .await;
+    assert_eq!(status, 503);
+    let (status, _) = support::get(&h.url, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(h.github.calls().is_empty());
 }

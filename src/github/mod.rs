@@ -533,6 +533,79 @@ impl RepoClient {
         Ok(created.id)
     }
 
+    /// The pull request's current head sha.
+    pub async fn pull_request_head(&self, pr: u64) -> Result<String, GitHubError> {
+        #[derive(Deserialize)]
+        struct Pull {
+            head: Head,
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            sha: String,
+        }
+        let pull: Pull = self
+            .call(
+                Method::GET,
+                &format!("{}/pulls/{pr}", self.repo_path()),
+                None,
+            )
+            .await?;
+        Ok(pull.head.sha)
+    }
+
+    /// Our check run on a commit, if a job already started one: (id, completed).
+    pub async fn find_check_run(&self, head_sha: &str) -> Result<Option<(u64, bool)>, GitHubError> {
+        #[derive(Deserialize)]
+        struct Runs {
+            check_runs: Vec<Run>,
+        }
+        #[derive(Deserialize)]
+        struct Run {
+            id: u64,
+            name: String,
+            status: String,
+        }
+        let path = format!(
+            "{}/commits/{head_sha}/check-runs?check_name=KubeHarden&per_page=100",
+            self.repo_path()
+        );
+        let runs: Runs = self.call(Method::GET, &path, None).await?;
+        Ok(runs
+            .check_runs
+            .into_iter()
+            .find(|r| r.name == "KubeHarden")
+            .map(|r| (r.id, r.status == "completed")))
+    }
+
+    /// Whether a review of ours on this head is already posted (its body carries the marker).
+    pub async fn has_review_for(&self, pr: u64, head_sha: &str) -> Result<bool, GitHubError> {
+        #[derive(Deserialize)]
+        struct Review {
+            #[serde(default)]
+            body: Option<String>,
+            #[serde(default)]
+            commit_id: Option<String>,
+        }
+        let marker = review_marker(head_sha);
+        for page in 1..=10 {
+            let path = format!(
+                "{}/pulls/{pr}/reviews?per_page=100&page={page}",
+                self.repo_path()
+            );
+            let reviews: Vec<Review> = self.call(Method::GET, &path, None).await?;
+            if reviews.iter().any(|r| {
+                r.commit_id.as_deref() == Some(head_sha)
+                    && r.body.as_deref().is_some_and(|b| b.contains(&marker))
+            }) {
+                return Ok(true);
+            }
+            if reviews.len() < 100 {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
     /// Complete a check run: its output, then the annotations 50 at a time (each PATCH appends).
     pub async fn complete_check_run(
         &self,
@@ -579,6 +652,7 @@ impl RepoClient {
                 body: &c.body,
             })
             .collect();
+        let body = format!("{body}\n\n{}", review_marker(commit));
         let payload =
             json!({ "commit_id": commit, "event": "COMMENT", "body": body, "comments": comments });
         let _: Value = self
@@ -639,6 +713,11 @@ impl RepoClient {
             .await
             .map(|_| ())
     }
+}
+
+/// The hidden marker a review body carries so that a job re-run after a crash finds it.
+pub fn review_marker(head_sha: &str) -> String {
+    format!("<!-- kubeharden:review head={head_sha} -->")
 }
 
 fn decode_content(content: &str, encoding: &str) -> Option<Vec<u8>> {

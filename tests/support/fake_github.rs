@@ -548,6 +548,36 @@ fn repo_request(
                 None => error(StatusCode::NOT_FOUND, "Not Found"),
             }
         }
+        (Method::GET, ["pulls", n]) => match n.parse().ok().and_then(|n: u64| repo.prs.get(&n)) {
+            Some(pr) => json_response(
+                StatusCode::OK,
+                json!({ "number": n.parse::<u64>().unwrap_or(0), "state": "open", "head": { "sha": pr.head }, "base": { "sha": pr.base } }),
+            ),
+            None => error(StatusCode::NOT_FOUND, "Not Found"),
+        },
+        (Method::GET, ["commits", sha, "check-runs"]) => {
+            let name = query_param(uri, "check_name");
+            let runs: Vec<Value> = s
+                .check_runs
+                .iter()
+                .filter(|r| r.head_sha == *sha && name.as_deref().is_none_or(|n| n == "KubeHarden"))
+                .map(|r| json!({ "id": r.id, "name": "KubeHarden", "status": r.status, "conclusion": r.conclusion }))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                json!({ "total_count": runs.len(), "check_runs": runs }),
+            )
+        }
+        (Method::GET, ["pulls", n, "reviews"]) => {
+            let number: u64 = n.parse().unwrap_or(0);
+            let reviews: Vec<Value> = s
+                .reviews
+                .iter()
+                .filter(|r| r.pr == number)
+                .map(|r| json!({ "body": r.body, "commit_id": r.commit_id, "state": "COMMENTED" }))
+                .collect();
+            json_response(StatusCode::OK, Value::Array(reviews))
+        }
         (Method::POST, ["check-runs"]) => {
             s.next_id += 1;
             let run = CheckRun {

@@ -13,9 +13,10 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use kubeharden::github::{App, RetryPolicy, Secret};
+use kubeharden::jobs::Store;
 use kubeharden::pipeline::JobContext;
 use kubeharden::rules::Registry;
-use kubeharden::server::{ServerState, router};
+use kubeharden::server::{ServerState, router, work};
 
 pub use fake_github::FakeGitHub;
 
@@ -38,11 +39,16 @@ pub struct Harness {
     pub url: String,
     pub state: Arc<ServerState>,
     server: tokio::task::JoinHandle<()>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    _db: tempfile::TempDir,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.server.abort();
+        for w in &self.workers {
+            w.abort();
+        }
     }
 }
 
@@ -62,8 +68,28 @@ impl Harness {
             app,
             registry: Arc::new(Registry::builtin().unwrap()),
             fetch_concurrency: 8,
+            retry_base: Duration::from_millis(10),
         });
-        let state = ServerState::new(Secret::new(SECRET), jobs);
+        let db = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!(
+            "sqlite://{}",
+            db.path().join("kubeharden.db").display()
+        ))
+        .await
+        .unwrap();
+        let state = ServerState::new(Secret::new(SECRET), jobs, Arc::new(store));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop);
+        let workers = (0..2)
+            .map(|i| {
+                tokio::spawn(work(
+                    state.clone(),
+                    format!("test-worker-{i}"),
+                    stopped.clone(),
+                    Duration::from_secs(5),
+                ))
+            })
+            .collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = router(state.clone());
@@ -75,18 +101,29 @@ impl Harness {
             url,
             state,
             server,
+            workers,
+            _db: db,
         }
     }
 
     /// Deliver a webhook signed with `secret`; returns the status code.
     pub async fn deliver_signed(&self, event: &str, body: &Value, secret: Option<&str>) -> u16 {
+        let delivery = format!("{:032x}", rand_id());
+        self.deliver_as(event, body, secret, &delivery).await
+    }
+
+    /// Deliver with a given `X-GitHub-Delivery` id (a redelivery reuses it).
+    pub async fn deliver_as(
+        &self,
+        event: &str,
+        body: &Value,
+        secret: Option<&str>,
+        delivery: &str,
+    ) -> u16 {
         let body = body.to_string();
         let mut headers = vec![
             ("X-GitHub-Event".to_string(), event.to_string()),
-            (
-                "X-GitHub-Delivery".to_string(),
-                "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
-            ),
+            ("X-GitHub-Delivery".to_string(), delivery.to_string()),
             ("Content-Type".to_string(), "application/json".to_string()),
         ];
         if let Some(secret) = secret {
@@ -109,6 +146,38 @@ impl Harness {
             .expect("jobs did not finish");
         status
     }
+}
+
+fn rand_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    nanos ^ u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A bare HTTP/1.1 GET over loopback.
+pub async fn get(base: &str, path: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 /// A bare HTTP/1.1 POST over loopback.

@@ -1,0 +1,567 @@
+//! The durable job queue: a delivery is accepted only once it and its job are stored, in one
+//! transaction. Workers claim jobs with a lease; a job whose worker died is claimable again when
+//! its lease runs out. One job per pull request runs at a time, and only the newest head of a
+//! pull request is ever claimed (older queued ones finish as `superseded`).
+//!
+//! One schema and one set of queries serve the embedded default (SQLite, WAL) and PostgreSQL
+//! (several replicas, `FOR UPDATE SKIP LOCKED`), through sqlx's `Any` driver. It is a table of
+//! our own rather than a queue library: the per-pull-request rules (supersede, one at a time)
+//! are queries on that table, which no general-purpose queue offers.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Superseded,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Superseded => "superseded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    fn parse(s: &str) -> JobState {
+        match s {
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "superseded" => JobState::Superseded,
+            "dead" => JobState::Dead,
+            _ => JobState::Queued,
+        }
+    }
+}
+
+/// A job to store with its delivery.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub repo: String,
+    pub pr: u64,
+    pub head_sha: String,
+    /// The event payload the job runs from.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub delivery: String,
+    pub repo: String,
+    pub pr: u64,
+    pub head_sha: String,
+    pub payload: String,
+    pub state: JobState,
+    /// Attempts started so far, this one included once claimed.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Stored,
+    /// The delivery id was seen before (a redelivery): acknowledged, not processed twice.
+    Duplicate,
+}
+
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Schema migrations, applied in order at start-up: (version, SQLite, PostgreSQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "CREATE TABLE deliveries (id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at BIGINT NOT NULL);
+     CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery TEXT NOT NULL, repo TEXT NOT NULL, pr BIGINT NOT NULL, head_sha TEXT NOT NULL,
+        payload TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
+        run_after BIGINT NOT NULL, lease_until BIGINT, worker TEXT, last_error TEXT,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+     CREATE INDEX jobs_claim ON jobs (state, run_after);
+     CREATE INDEX jobs_pr ON jobs (repo, pr);",
+    "CREATE TABLE deliveries (id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at BIGINT NOT NULL);
+     CREATE TABLE jobs (
+        id BIGSERIAL PRIMARY KEY,
+        delivery TEXT NOT NULL, repo TEXT NOT NULL, pr BIGINT NOT NULL, head_sha TEXT NOT NULL,
+        payload TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
+        run_after BIGINT NOT NULL, lease_until BIGINT, worker TEXT, last_error TEXT,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+     CREATE INDEX jobs_claim ON jobs (state, run_after);
+     CREATE INDEX jobs_pr ON jobs (repo, pr);",
+)];
+
+impl Store {
+    /// Open (creating an SQLite file on first start) and migrate.
+    pub async fn open(url: &str) -> Result<Store> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            bail!("unsupported database URL scheme (expected sqlite:// or postgres://)");
+        };
+        let url = match backend {
+            // Create the file on first start; WAL lets readers run beside the writer.
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .context("cannot open the database")?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&pool)
+                .await?;
+        }
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS kubeharden_schema (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        if self.backend == Backend::Postgres {
+            // Two replicas starting together must not migrate twice.
+            sqlx::query("LOCK TABLE kubeharden_schema IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let current: i64 =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM kubeharden_schema")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("v")?;
+        for (version, sqlite, postgres) in MIGRATIONS.iter().filter(|(v, ..)| *v > current) {
+            let sql = if self.backend == Backend::Sqlite {
+                sqlite
+            } else {
+                postgres
+            };
+            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("migration {version} failed"))?;
+            }
+            sqlx::query("INSERT INTO kubeharden_schema (version) VALUES ($1)")
+                .bind(*version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Close every connection (shutdown; tests simulating an outage).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Store a delivery and, when it asks for work, its job, in one transaction.
+    pub async fn accept(
+        &self,
+        delivery: &str,
+        event: &str,
+        job: Option<&NewJob>,
+    ) -> Result<Accepted> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let inserted = sqlx::query("INSERT INTO deliveries (id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+            .bind(delivery)
+            .bind(event)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Accepted::Duplicate);
+        }
+        if let Some(job) = job {
+            sqlx::query(
+                "INSERT INTO jobs (delivery, repo, pr, head_sha, payload, state, attempts, run_after, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
+            )
+            .bind(delivery)
+            .bind(&job.repo)
+            .bind(job.pr as i64)
+            .bind(&job.head_sha)
+            .bind(&job.payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // Older queued jobs of the pull request will never run: the newest head wins.
+            sqlx::query(
+                "UPDATE jobs SET state = 'superseded', updated_at = $1
+                 WHERE repo = $2 AND pr = $3 AND state = 'queued' AND head_sha <> $4",
+            )
+            .bind(now)
+            .bind(&job.repo)
+            .bind(job.pr as i64)
+            .bind(&job.head_sha)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Accepted::Stored)
+    }
+
+    /// Claim the next runnable job: queued and due, or running with an expired lease; the
+    /// newest of its pull request; no other job of that pull request running.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
+        let now = now_ms();
+        let lock = if self.backend == Backend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_until = $1, worker = $2, attempts = attempts + 1, updated_at = $3
+             WHERE id = (
+               SELECT j.id FROM jobs j
+               WHERE ((j.state = 'queued' AND j.run_after <= $3) OR (j.state = 'running' AND j.lease_until < $3))
+                 AND NOT EXISTS (SELECT 1 FROM jobs n WHERE n.repo = j.repo AND n.pr = j.pr AND n.id > j.id
+                                 AND n.state IN ('queued', 'running'))
+                 AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = j.repo AND r.pr = j.pr AND r.id <> j.id
+                                 AND r.state = 'running' AND r.lease_until >= $3)
+               ORDER BY j.id LIMIT 1 {lock})
+             RETURNING id, delivery, repo, pr, head_sha, payload, state, attempts, last_error"
+        );
+        // The only variable part is our own lock clause.
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now + lease.as_millis() as i64)
+            .bind(worker)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Extend a running job's lease (a long job must not look dead).
+    pub async fn heartbeat(&self, id: i64, lease: Duration) -> Result<()> {
+        sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND state = 'running'")
+            .bind(now_ms() + lease.as_millis() as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish(&self, id: i64, state: JobState, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE jobs SET state = $1, lease_until = NULL, last_error = $2, updated_at = $3 WHERE id = $4")
+            .bind(state.as_str())
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Put a failed job back in the queue, to run again after `delay`.
+    pub async fn retry_later(&self, id: i64, delay: Duration, error: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_until = NULL, run_after = $1, last_error = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(now + delay.as_millis() as i64)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Give back a claimed job without counting the attempt (shutdown).
+    pub async fn release(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_until = NULL, attempts = attempts - 1, updated_at = $1 WHERE id = $2 AND state = 'running'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Jobs queued (due or waiting for a retry) or running: the work in hand.
+    pub async fn pending(&self) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running')")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Jobs, newest first, optionally only in one state.
+    pub async fn list(&self, state: Option<JobState>, limit: i64) -> Result<Vec<Job>> {
+        let rows = match state {
+            Some(s) => sqlx::query(
+                "SELECT id, delivery, repo, pr, head_sha, payload, state, attempts, last_error FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(s.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+            None => sqlx::query(
+                "SELECT id, delivery, repo, pr, head_sha, payload, state, attempts, last_error FROM jobs ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Queue a job again with fresh attempts (an operator re-running a dead job).
+    pub async fn requeue(&self, id: i64) -> Result<bool> {
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = $1, lease_until = NULL, updated_at = $1 WHERE id = $2 AND state IN ('dead', 'done', 'superseded')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+}
+
+/// How long a claim holds; a worker extends it while the job runs.
+pub const LEASE: Duration = Duration::from_secs(120);
+/// Attempts before a job is `dead`.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Whether a failure can go away by itself. GitHub's 404 (a deleted repository), 422 (a
+/// request a retry cannot change) and refusals of permission stop at once; outages, 5xx and
+/// rate limits are retried.
+pub fn is_permanent(error: &anyhow::Error) -> bool {
+    use crate::github::GitHubError;
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<GitHubError>() {
+            return match e {
+                GitHubError::Status {
+                    status, message, ..
+                } => {
+                    matches!(status, 400 | 401 | 404 | 410 | 422)
+                        || (*status == 403 && !message.contains("rate limit"))
+                }
+                GitHubError::Config(_) => true,
+                GitHubError::Transport { .. } | GitHubError::Decode { .. } => false,
+            };
+        }
+    }
+    false
+}
+
+/// Exponential backoff with ±20 % jitter from a base delay, capped at an hour.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
+    let capped = exp.min(Duration::from_secs(3600));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = 0.8 + f64::from(nanos % 400) / 1000.0;
+    capped.mul_f64(jitter)
+}
+
+fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job> {
+    Ok(Job {
+        id: r.try_get("id")?,
+        delivery: r.try_get("delivery")?,
+        repo: r.try_get("repo")?,
+        pr: r.try_get::<i64, _>("pr")? as u64,
+        head_sha: r.try_get("head_sha")?,
+        payload: r.try_get("payload")?,
+        state: JobState::parse(&r.try_get::<String, _>("state")?),
+        attempts: r.try_get::<i64, _>("attempts")? as u32,
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(pr: u64, head: &str) -> NewJob {
+        NewJob {
+            repo: "acme/deploy".into(),
+            pr,
+            head_sha: head.into(),
+            payload: "{}".into(),
+        }
+    }
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("kh.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_is_acknowledged_once() {
+        let (s, _d) = store().await;
+        assert_eq!(
+            s.accept("d1", "pull_request", Some(&job(1, "a")))
+                .await
+                .unwrap(),
+            Accepted::Stored
+        );
+        assert_eq!(
+            s.accept("d1", "pull_request", Some(&job(1, "a")))
+                .await
+                .unwrap(),
+            Accepted::Duplicate
+        );
+        assert_eq!(s.list(None, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_newest_head_supersedes_and_one_job_per_pr_runs() {
+        let (s, _d) = store().await;
+        s.accept("d1", "pull_request", Some(&job(1, "a")))
+            .await
+            .unwrap();
+        s.accept("d2", "pull_request", Some(&job(1, "b")))
+            .await
+            .unwrap();
+        s.accept("d3", "pull_request", Some(&job(2, "x")))
+            .await
+            .unwrap();
+        let first = s
+            .claim("w1", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.pr, first.head_sha.as_str()), (1, "b"));
+        let second = s
+            .claim("w2", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.pr, 2);
+        // A new head for PR 1 while its job runs: queued, not claimable until the first ends.
+        s.accept("d4", "pull_request", Some(&job(1, "c")))
+            .await
+            .unwrap();
+        assert!(
+            s.claim("w3", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        s.finish(first.id, JobState::Done, None).await.unwrap();
+        let third = s
+            .claim("w3", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(third.head_sha, "c");
+        let states: Vec<(String, JobState)> = s
+            .list(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| (j.head_sha, j.state))
+            .collect();
+        assert!(states.contains(&("a".into(), JobState::Superseded)));
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_makes_a_job_claimable_again() {
+        let (s, _d) = store().await;
+        s.accept("d1", "pull_request", Some(&job(1, "a")))
+            .await
+            .unwrap();
+        let j = s
+            .claim("dead-worker", Duration::from_millis(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(j.attempts, 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = s
+            .claim("w2", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.id, again.attempts), (j.id, 2));
+    }
+
+    #[tokio::test]
+    async fn retries_wait_and_operators_can_requeue_dead_jobs() {
+        let (s, _d) = store().await;
+        s.accept("d1", "pull_request", Some(&job(1, "a")))
+            .await
+            .unwrap();
+        let j = s
+            .claim("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        s.retry_later(j.id, Duration::from_secs(3600), "502")
+            .await
+            .unwrap();
+        assert!(
+            s.claim("w", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        s.finish(j.id, JobState::Dead, Some("404 Not Found"))
+            .await
+            .unwrap();
+        let dead = s.list(Some(JobState::Dead), 10).await.unwrap();
+        assert_eq!(dead[0].last_error.as_deref(), Some("404 Not Found"));
+        assert!(s.requeue(j.id).await.unwrap());
+        assert_eq!(
+            s.claim("w", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            j.id
+        );
+    }
+}
