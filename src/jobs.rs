@@ -420,6 +420,29 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job> {
     })
 }
 
+/// A fresh, empty PostgreSQL database for a test, from the admin URL in
+/// `KUBEHARDEN_TEST_POSTGRES` (`.ci/run` starts a server and sets it); `None` without one.
+pub async fn test_postgres_database() -> Option<String> {
+    let admin = std::env::var("KUBEHARDEN_TEST_POSTGRES").ok()?;
+    install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin)
+        .await
+        .ok()?;
+    let name = format!(
+        "kubeharden_test_{:x}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) ^ i64::from(std::process::id())
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .ok()?;
+    pool.close().await;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,135 +456,189 @@ mod tests {
         }
     }
 
-    async fn store() -> (Store, tempfile::TempDir) {
+    /// The same test on SQLite, and on PostgreSQL when a server is configured.
+    async fn stores() -> (Vec<std::sync::Arc<Store>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("kh.db").display());
-        (Store::open(&url).await.unwrap(), dir)
+        let mut stores = vec![std::sync::Arc::new(Store::open(&url).await.unwrap())];
+        if let Some(pg) = test_postgres_database().await {
+            stores.push(std::sync::Arc::new(Store::open(&pg).await.unwrap()));
+        } else {
+            eprintln!("KUBEHARDEN_TEST_POSTGRES not set: PostgreSQL skipped");
+        }
+        (stores, dir)
     }
 
     #[tokio::test]
     async fn a_redelivery_is_acknowledged_once() {
-        let (s, _d) = store().await;
-        assert_eq!(
-            s.accept("d1", "pull_request", Some(&job(1, "a")))
-                .await
-                .unwrap(),
-            Accepted::Stored
-        );
-        assert_eq!(
-            s.accept("d1", "pull_request", Some(&job(1, "a")))
-                .await
-                .unwrap(),
-            Accepted::Duplicate
-        );
-        assert_eq!(s.list(None, 10).await.unwrap().len(), 1);
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            assert_eq!(
+                s.accept("d1", "pull_request", Some(&job(1, "a")))
+                    .await
+                    .unwrap(),
+                Accepted::Stored
+            );
+            assert_eq!(
+                s.accept("d1", "pull_request", Some(&job(1, "a")))
+                    .await
+                    .unwrap(),
+                Accepted::Duplicate
+            );
+            assert_eq!(s.list(None, 10).await.unwrap().len(), 1, "{:?}", s.backend);
+        }
     }
 
     #[tokio::test]
     async fn the_newest_head_supersedes_and_one_job_per_pr_runs() {
-        let (s, _d) = store().await;
-        s.accept("d1", "pull_request", Some(&job(1, "a")))
-            .await
-            .unwrap();
-        s.accept("d2", "pull_request", Some(&job(1, "b")))
-            .await
-            .unwrap();
-        s.accept("d3", "pull_request", Some(&job(2, "x")))
-            .await
-            .unwrap();
-        let first = s
-            .claim("w1", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((first.pr, first.head_sha.as_str()), (1, "b"));
-        let second = s
-            .claim("w2", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(second.pr, 2);
-        // A new head for PR 1 while its job runs: queued, not claimable until the first ends.
-        s.accept("d4", "pull_request", Some(&job(1, "c")))
-            .await
-            .unwrap();
-        assert!(
-            s.claim("w3", Duration::from_secs(60))
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            s.accept("d1", "pull_request", Some(&job(1, "a")))
+                .await
+                .unwrap();
+            s.accept("d2", "pull_request", Some(&job(1, "b")))
+                .await
+                .unwrap();
+            s.accept("d3", "pull_request", Some(&job(2, "x")))
+                .await
+                .unwrap();
+            let first = s
+                .claim("w1", Duration::from_secs(60))
                 .await
                 .unwrap()
-                .is_none()
-        );
-        s.finish(first.id, JobState::Done, None).await.unwrap();
-        let third = s
-            .claim("w3", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(third.head_sha, "c");
-        let states: Vec<(String, JobState)> = s
-            .list(None, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|j| (j.head_sha, j.state))
-            .collect();
-        assert!(states.contains(&("a".into(), JobState::Superseded)));
+                .unwrap();
+            assert_eq!((first.pr, first.head_sha.as_str()), (1, "b"));
+            let second = s
+                .claim("w2", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(second.pr, 2);
+            // A new head for PR 1 while its job runs: queued, not claimable until the first ends.
+            s.accept("d4", "pull_request", Some(&job(1, "c")))
+                .await
+                .unwrap();
+            assert!(
+                s.claim("w3", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            s.finish(first.id, JobState::Done, None).await.unwrap();
+            let third = s
+                .claim("w3", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(third.head_sha, "c");
+            let states: Vec<(String, JobState)> = s
+                .list(None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| (j.head_sha, j.state))
+                .collect();
+            assert!(
+                states.contains(&("a".into(), JobState::Superseded)),
+                "{:?}",
+                s.backend
+            );
+        }
     }
 
     #[tokio::test]
     async fn an_expired_lease_makes_a_job_claimable_again() {
-        let (s, _d) = store().await;
-        s.accept("d1", "pull_request", Some(&job(1, "a")))
-            .await
-            .unwrap();
-        let j = s
-            .claim("dead-worker", Duration::from_millis(1))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(j.attempts, 1);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let again = s
-            .claim("w2", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((again.id, again.attempts), (j.id, 2));
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            s.accept("d1", "pull_request", Some(&job(1, "a")))
+                .await
+                .unwrap();
+            let j = s
+                .claim("dead-worker", Duration::from_millis(1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(j.attempts, 1);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let again = s
+                .claim("w2", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((again.id, again.attempts), (j.id, 2), "{:?}", s.backend);
+        }
     }
 
     #[tokio::test]
     async fn retries_wait_and_operators_can_requeue_dead_jobs() {
-        let (s, _d) = store().await;
-        s.accept("d1", "pull_request", Some(&job(1, "a")))
-            .await
-            .unwrap();
-        let j = s
-            .claim("w", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        s.retry_later(j.id, Duration::from_secs(3600), "502")
-            .await
-            .unwrap();
-        assert!(
-            s.claim("w", Duration::from_secs(60))
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            s.accept("d1", "pull_request", Some(&job(1, "a")))
+                .await
+                .unwrap();
+            let j = s
+                .claim("w", Duration::from_secs(60))
                 .await
                 .unwrap()
-                .is_none()
-        );
-        s.finish(j.id, JobState::Dead, Some("404 Not Found"))
-            .await
-            .unwrap();
-        let dead = s.list(Some(JobState::Dead), 10).await.unwrap();
-        assert_eq!(dead[0].last_error.as_deref(), Some("404 Not Found"));
-        assert!(s.requeue(j.id).await.unwrap());
-        assert_eq!(
-            s.claim("w", Duration::from_secs(60))
+                .unwrap();
+            s.retry_later(j.id, Duration::from_secs(3600), "502")
                 .await
-                .unwrap()
-                .unwrap()
-                .id,
-            j.id
-        );
+                .unwrap();
+            assert!(
+                s.claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            s.finish(j.id, JobState::Dead, Some("404 Not Found"))
+                .await
+                .unwrap();
+            let dead = s.list(Some(JobState::Dead), 10).await.unwrap();
+            assert_eq!(dead[0].last_error.as_deref(), Some("404 Not Found"));
+            assert!(s.requeue(j.id).await.unwrap());
+            assert_eq!(
+                s.claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                j.id,
+                "{:?}",
+                s.backend
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_never_take_the_same_job() {
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            for pr in 0..20 {
+                s.accept(&format!("d{pr}"), "pull_request", Some(&job(pr, "h")))
+                    .await
+                    .unwrap();
+            }
+            // Twenty workers claim at once (separate connections on PostgreSQL).
+            let tasks: Vec<_> = (0..20)
+                .map(|i| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        s.claim(&format!("w{i}"), Duration::from_secs(60))
+                            .await
+                            .unwrap()
+                            .map(|j| j.id)
+                    })
+                })
+                .collect();
+            let mut ids = Vec::new();
+            for t in tasks {
+                ids.extend(t.await.unwrap());
+            }
+            let n = ids.len();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "{:?}: a job was claimed twice", s.backend);
+            assert_eq!(n, 20, "{:?}", s.backend);
+        }
     }
 }

@@ -763,3 +763,101 @@ async fn the_database_down_at_delivery_time_is_a_5xx() {
     assert_eq!(status, 503);
     assert!(h.github.calls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgresql_share_200_deliveries_for_50_prs() {
+    let Some(db_url) = kubeharden::jobs::test_postgres_database().await else {
+        eprintln!("KUBEHARDEN_TEST_POSTGRES not set: the replica test needs PostgreSQL; skipped");
+        return;
+    };
+    let mut h = Harness::start_on(db_url, tempfile::tempdir().unwrap()).await;
+    let second = h.add_replica().await;
+    let urls = [h.url.clone(), second];
+    h.github.commit(REPO, "base", &[]);
+    for pr in 0..50u64 {
+        for push in 0..4 {
+            let head = format!("h{pr}-{push}");
+            h.github.commit(
+                REPO,
+                &head,
+                &[(
+                    "web.yaml",
+                    &INSECURE.replace("2.4.1", &format!("{pr}.{push}")),
+                )],
+            );
+        }
+        h.github
+            .open_pr(REPO, 100 + pr, "base", &format!("h{pr}-0"));
+    }
+    let mut sent = 0;
+    for push in 0..4 {
+        for pr in 0..50u64 {
+            let head = format!("h{pr}-{push}");
+            h.github.push(REPO, 100 + pr, &head);
+            let event = pull_request_event(
+                if push == 0 { "opened" } else { "synchronize" },
+                100 + pr,
+                "base",
+                &head,
+            );
+            let status = support::deliver_to(
+                &urls[sent % 2],
+                "pull_request",
+                &event,
+                Some(support::SECRET),
+                &format!("d-{pr}-{push}"),
+            )
+            .await;
+            assert_eq!(status, 202);
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 200);
+    tokio::time::timeout(std::time::Duration::from_secs(120), h.wait_all_idle())
+        .await
+        .unwrap();
+    let reviews = h.github.take_reviews();
+    let runs = h.github.take_check_runs();
+    let mut reviewed: Vec<(u64, String)> = reviews
+        .iter()
+        .map(|r| (r.pr, r.commit_id.clone()))
+        .collect();
+    let n = reviewed.len();
+    reviewed.sort();
+    reviewed.dedup();
+    assert_eq!(reviewed.len(), n, "a head was reviewed twice");
+    let mut checked: Vec<&str> = runs.iter().map(|r| r.head_sha.as_str()).collect();
+    let m = checked.len();
+    checked.sort_unstable();
+    checked.dedup();
+    assert_eq!(checked.len(), m, "a head got two check runs");
+    for pr in 0..50u64 {
+        // Every pull request was reviewed, and no finding was posted twice: the pushes change
+        // nothing the findings are about, so each comment exists exactly once.
+        let fingerprints: Vec<&str> = reviews
+            .iter()
+            .filter(|r| r.pr == 100 + pr)
+            .flat_map(|r| r.comments.iter())
+            .filter_map(|c| kubeharden::review::fingerprint_of(&c.body))
+            .collect();
+        assert!(!fingerprints.is_empty(), "PR {} lost its review", 100 + pr);
+        let mut unique = fingerprints.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            fingerprints.len(),
+            "PR {}: a comment was posted twice",
+            100 + pr
+        );
+        // The newest head has its completed check run.
+        let newest = format!("h{pr}-3");
+        assert!(
+            runs.iter()
+                .any(|r| r.head_sha == newest && r.status == "completed"),
+            "PR {}: no check on {newest}",
+            100 + pr
+        );
+    }
+    assert_eq!(h.github.rejected_reviews(), 0);
+}

@@ -34,75 +34,66 @@ fn key(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-pub struct Harness {
-    pub github: FakeGitHub,
+/// One running copy of the app: server, workers and its own database connection.
+pub struct Replica {
     pub url: String,
     pub state: Arc<ServerState>,
-    server: tokio::task::JoinHandle<()>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    _db: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
-impl Drop for Harness {
+impl Drop for Replica {
     fn drop(&mut self) {
-        self.server.abort();
-        for w in &self.workers {
-            w.abort();
+        for t in &self.tasks {
+            t.abort();
         }
     }
 }
 
+pub struct Harness {
+    pub github: FakeGitHub,
+    pub url: String,
+    pub state: Arc<ServerState>,
+    pub db_url: String,
+    replicas: Vec<Replica>,
+    _db: tempfile::TempDir,
+}
+
 impl Harness {
+    /// The app on an SQLite file of its own.
     pub async fn start() -> Harness {
+        let db = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", db.path().join("kubeharden.db").display());
+        Self::start_on(url, db).await
+    }
+
+    /// The app on a database URL (PostgreSQL for the replica tests).
+    pub async fn start_on(db_url: String, db: tempfile::TempDir) -> Harness {
         let github = FakeGitHub::start(APP_ID, &key("test-app-key.pub.pem")).await;
         github.install(INSTALLATION, REPO);
-        let private = Secret::new(String::from_utf8(key("test-app-key.pem")).unwrap());
-        // Short waits keep the retry tests fast; the policy is otherwise the production one.
-        let retry = RetryPolicy {
-            attempts: 4,
-            base_delay: Duration::from_millis(10),
-            max_wait: Duration::from_secs(5),
-        };
-        let app = App::new(APP_ID, &private, &github.url, retry).unwrap();
-        let jobs = Arc::new(JobContext {
-            app,
-            registry: Arc::new(Registry::builtin().unwrap()),
-            fetch_concurrency: 8,
-            retry_base: Duration::from_millis(10),
-        });
-        let db = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!(
-            "sqlite://{}",
-            db.path().join("kubeharden.db").display()
-        ))
-        .await
-        .unwrap();
-        let state = ServerState::new(Secret::new(SECRET), jobs, Arc::new(store));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        std::mem::forget(stop);
-        let workers = (0..2)
-            .map(|i| {
-                tokio::spawn(work(
-                    state.clone(),
-                    format!("test-worker-{i}"),
-                    stopped.clone(),
-                    Duration::from_secs(5),
-                ))
-            })
-            .collect();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let first = replica(&github.url, &db_url).await;
         Harness {
             github,
-            url,
-            state,
-            server,
-            workers,
+            url: first.url.clone(),
+            state: first.state.clone(),
+            db_url,
+            replicas: vec![first],
             _db: db,
+        }
+    }
+
+    /// Start another copy of the app on the same database.
+    pub async fn add_replica(&mut self) -> String {
+        let r = replica(&self.github.url, &self.db_url).await;
+        let url = r.url.clone();
+        self.replicas.push(r);
+        url
+    }
+
+    /// Wait until no replica has work queued or running.
+    pub async fn wait_all_idle(&self) {
+        for r in &self.replicas {
+            r.state.wait_idle().await;
         }
     }
 
@@ -120,24 +111,37 @@ impl Harness {
         secret: Option<&str>,
         delivery: &str,
     ) -> u16 {
-        let body = body.to_string();
-        let mut headers = vec![
-            ("X-GitHub-Event".to_string(), event.to_string()),
-            ("X-GitHub-Delivery".to_string(), delivery.to_string()),
-            ("Content-Type".to_string(), "application/json".to_string()),
-        ];
-        if let Some(secret) = secret {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-            mac.update(body.as_bytes());
-            headers.push((
-                "X-Hub-Signature-256".into(),
-                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-            ));
-        }
-        let (status, _) = post(&self.url, "/api/github/webhooks", &headers, body.as_bytes()).await;
-        status
+        deliver_to(&self.url, event, body, secret, delivery).await
     }
+}
 
+/// Deliver a webhook to one replica; returns the status code.
+pub async fn deliver_to(
+    url: &str,
+    event: &str,
+    body: &Value,
+    secret: Option<&str>,
+    delivery: &str,
+) -> u16 {
+    let body = body.to_string();
+    let mut headers = vec![
+        ("X-GitHub-Event".to_string(), event.to_string()),
+        ("X-GitHub-Delivery".to_string(), delivery.to_string()),
+        ("Content-Type".to_string(), "application/json".to_string()),
+    ];
+    if let Some(secret) = secret {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        headers.push((
+            "X-Hub-Signature-256".into(),
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        ));
+    }
+    let (status, _) = post(url, "/api/github/webhooks", &headers, body.as_bytes()).await;
+    status
+}
+
+impl Harness {
     /// Deliver a signed webhook and wait until the work it started is done.
     pub async fn deliver(&self, event: &str, body: &Value) -> u16 {
         let status = self.deliver_signed(event, body, Some(SECRET)).await;
@@ -145,6 +149,48 @@ impl Harness {
             .await
             .expect("jobs did not finish");
         status
+    }
+}
+
+async fn replica(github_url: &str, db_url: &str) -> Replica {
+    let private = Secret::new(String::from_utf8(key("test-app-key.pem")).unwrap());
+    // Short waits keep the retry tests fast; the policy is otherwise the production one.
+    let retry = RetryPolicy {
+        attempts: 4,
+        base_delay: Duration::from_millis(10),
+        max_wait: Duration::from_secs(5),
+    };
+    let app = App::new(APP_ID, &private, github_url, retry).unwrap();
+    let jobs = Arc::new(JobContext {
+        app,
+        registry: Arc::new(Registry::builtin().unwrap()),
+        fetch_concurrency: 8,
+        retry_base: Duration::from_millis(10),
+    });
+    let store = Store::open(db_url).await.unwrap();
+    let state = ServerState::new(Secret::new(SECRET), jobs, Arc::new(store));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(work(
+                state.clone(),
+                format!("worker-{i}"),
+                stopped.clone(),
+                Duration::from_secs(5),
+            ))
+        })
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(state.clone());
+    tasks.push(tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    }));
+    Replica {
+        url,
+        state,
+        tasks,
+        _stop: stop,
     }
 }
 
