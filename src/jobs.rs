@@ -368,7 +368,7 @@ impl Store {
     }
 }
 
-/// How long a claim holds; a worker extends it while the job runs.
+/// How long a claim holds by default; a worker extends it while the job runs.
 pub const LEASE: Duration = Duration::from_secs(120);
 /// Attempts before a job is `dead`.
 pub const MAX_ATTEMPTS: u32 = 5;

@@ -129,6 +129,10 @@ struct ServeArgs {
     /// Seconds running jobs get to finish on SIGTERM/SIGINT before they are given back.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
+    /// Seconds a worker's claim on a job holds without a heartbeat; after a crash the job is
+    /// taken up again once it runs out.
+    #[arg(long, env = "JOB_LEASE_SECONDS", default_value_t = 120)]
+    job_lease_seconds: u64,
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -466,6 +470,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let registry = std::sync::Arc::new(registry(args.rules.as_deref())?);
     let app_id = args.app_id.context(
@@ -486,6 +491,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .filter(|s| !s.is_empty())
             .context("no webhook secret: pass --webhook-secret or set WEBHOOK_SECRET")?,
     );
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // octocrab's client needs the runtime to exist when it is built.
+    let _runtime = runtime.enter();
     let app = App::new(app_id, &key, &args.github_api_url, RetryPolicy::default())
         .context("cannot start the GitHub App")?;
     let jobs = std::sync::Arc::new(kubeharden::pipeline::JobContext {
@@ -493,8 +501,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         registry,
         fetch_concurrency: 8,
         retry_base: std::time::Duration::from_secs(30),
+        lease: std::time::Duration::from_secs(args.job_lease_seconds.max(1)),
     });
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let store = std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database_url).await?);
         let state = kubeharden::server::ServerState::new(webhook_secret, jobs, store);

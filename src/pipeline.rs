@@ -20,6 +20,9 @@ pub struct JobContext {
     pub fetch_concurrency: usize,
     /// First delay before a failed job runs again (doubling after each failure).
     pub retry_base: std::time::Duration,
+    /// How long a worker's claim holds without a heartbeat: after a crash, its job waits this
+    /// long before another worker takes it.
+    pub lease: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

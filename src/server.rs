@@ -70,7 +70,7 @@ pub async fn work(
         if *stop.borrow() {
             return;
         }
-        let job = match state.store.claim(&worker, jobs::LEASE).await {
+        let job = match state.store.claim(&worker, state.jobs.lease).await {
             Ok(Some(job)) => job,
             Ok(None) => {
                 tokio::select! {
@@ -134,10 +134,11 @@ async fn run_job(state: &ServerState, job: jobs::Job) {
     let heartbeat = {
         let store = state.store.clone();
         let id = job.id;
+        let lease = state.jobs.lease;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(jobs::LEASE / 3).await;
-                if store.heartbeat(id, jobs::LEASE).await.is_err() {
+                tokio::time::sleep(lease / 3).await;
+                if store.heartbeat(id, lease).await.is_err() {
                     return;
                 }
             }

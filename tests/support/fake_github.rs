@@ -78,6 +78,13 @@ struct Fault {
     times: usize,
 }
 
+struct Stall {
+    method: Method,
+    path_contains: String,
+    delay: std::time::Duration,
+    times: usize,
+}
+
 struct Inner {
     app_id: u64,
     public_key_pem: Vec<u8>,
@@ -86,6 +93,7 @@ struct Inner {
     next_id: u64,
     repos: HashMap<String, Repo>,
     faults: Vec<Fault>,
+    stalls: Vec<Stall>,
     calls: Vec<String>,
     token_requests: Vec<TokenRequest>,
     check_runs: Vec<CheckRun>,
@@ -112,6 +120,7 @@ impl FakeGitHub {
             next_id: 1000,
             repos: HashMap::new(),
             faults: Vec::new(),
+            stalls: Vec::new(),
             calls: Vec::new(),
             token_requests: Vec::new(),
             check_runs: Vec::new(),
@@ -197,6 +206,28 @@ impl FakeGitHub {
                 .collect(),
             times,
         });
+    }
+
+    /// Hold the next `times` matching requests for `delay` before answering (a slow GitHub, or
+    /// a window in which the test kills the app).
+    pub fn stall(
+        &self,
+        method: Method,
+        path_contains: &str,
+        delay: std::time::Duration,
+        times: usize,
+    ) {
+        self.lock().stalls.push(Stall {
+            method,
+            path_contains: path_contains.to_string(),
+            delay,
+            times,
+        });
+    }
+
+    /// Installation tokens issued so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
     }
 
     /// Invalidate every installation token, as an expiry or a revocation would.
@@ -309,11 +340,25 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    let stall = {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        // Recorded before any stall, so a test sees the request while it hangs.
+        s.calls.push(format!(
+            "{method} {}",
+            uri.path_and_query().map_or(path.as_str(), |p| p.as_str())
+        ));
+        s.stalls
+            .iter_mut()
+            .find(|st| st.times > 0 && st.method == method && path.contains(&st.path_contains))
+            .map(|st| {
+                st.times -= 1;
+                st.delay
+            })
+    };
+    if let Some(delay) = stall {
+        tokio::time::sleep(delay).await;
+    }
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-    s.calls.push(format!(
-        "{method} {}",
-        uri.path_and_query().map_or(path.as_str(), |p| p.as_str())
-    ));
     if let Some(fault) = s
         .faults
         .iter_mut()

@@ -166,6 +166,7 @@ async fn replica(github_url: &str, db_url: &str) -> Replica {
         registry: Arc::new(Registry::builtin().unwrap()),
         fetch_concurrency: 8,
         retry_base: Duration::from_millis(10),
+        lease: kubeharden::jobs::LEASE,
     });
     let store = Store::open(db_url).await.unwrap();
     let state = ServerState::new(Secret::new(SECRET), jobs, Arc::new(store));

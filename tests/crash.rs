@@ -1,0 +1,180 @@
+//! The real binary, killed with SIGKILL in the middle of a job and right after it posted its
+//! review, then started again: the review and the check run exist exactly once. Its logs of the
+//! whole run hold no secret.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{APP_ID, FakeGitHub, INSTALLATION, REPO, SECRET, deliver_to, pull_request_event};
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: c\n      image: nginx:1.27\n";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct App {
+    child: Child,
+    url: String,
+}
+
+fn start(github: &str, db: &str, port: u16, log: &std::path::Path) -> App {
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/github/test-app-key.pem");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .arg("serve")
+        .env("APP_ID", APP_ID.to_string())
+        .env("PRIVATE_KEY_PATH", key)
+        .env("WEBHOOK_SECRET", SECRET)
+        .env("GITHUB_API_URL", github)
+        .env("DATABASE_URL", db)
+        .env("LISTEN", format!("127.0.0.1:{port}"))
+        .env("JOB_LEASE_SECONDS", "2")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    App {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn ready(app: &App) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(app.url.trim_start_matches("http://")).is_ok() {
+            let (status, _) = support::get(&app.url, "/readyz").await;
+            if status == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the app did not become ready");
+}
+
+fn kill(mut app: App) {
+    // SIGKILL: no chance to release anything.
+    app.child.kill().unwrap();
+    app.child.wait().unwrap();
+}
+
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_once() {
+    let key = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github/test-app-key.pub.pem"),
+    )
+    .unwrap();
+    let github = FakeGitHub::start(APP_ID, &key).await;
+    github.install(INSTALLATION, REPO);
+    github.commit(REPO, "base", &[]);
+    github.commit(REPO, "head", &[("pod.yaml", POD)]);
+    github.open_pr(REPO, 1, "base", "head");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = format!("sqlite://{}", dir.join("kubeharden.db").display());
+    let log = dir.join("app.log");
+    let port = free_port();
+
+    // 1. Killed while the job runs: the blob fetch hangs long enough.
+    github.stall(http::Method::GET, "/git/blobs/", Duration::from_secs(30), 1);
+    let app = start(&github.url, &db, port, &log);
+    ready(&app).await;
+    let event = pull_request_event("opened", 1, "base", "head");
+    assert_eq!(
+        deliver_to(&app.url, "pull_request", &event, Some(SECRET), "delivery-1").await,
+        202
+    );
+    until(|| github.calls().iter().any(|c| c.contains("/git/blobs/"))).await;
+    kill(app);
+
+    // 2. Started again: once the dead worker's lease runs out the job runs again, and this
+    //    time it is killed right after posting the review (completing the check run hangs).
+    github.stall(
+        http::Method::PATCH,
+        "/check-runs/",
+        Duration::from_secs(30),
+        1,
+    );
+    let app = start(&github.url, &db, port, &log);
+    ready(&app).await;
+    until(|| {
+        github
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("PATCH") && c.contains("/check-runs/"))
+    })
+    .await;
+    kill(app);
+
+    // 3. Started once more: the job finds its check run and its review and only completes.
+    let app = start(&github.url, &db, port, &log);
+    ready(&app).await;
+    until(|| {
+        let calls = github.calls();
+        calls
+            .iter()
+            .filter(|c| c.starts_with("PATCH") && c.contains("/check-runs/"))
+            .count()
+            >= 2
+    })
+    .await;
+    // The redelivery of the same GUID is acknowledged and changes nothing.
+    assert_eq!(
+        deliver_to(&app.url, "pull_request", &event, Some(SECRET), "delivery-1").await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(app);
+
+    let reviews = github.take_reviews();
+    assert_eq!(reviews.len(), 1, "the review exists exactly once");
+    let runs = github.take_check_runs();
+    assert_eq!(runs.len(), 1, "the check run exists exactly once");
+    assert_eq!(runs[0].status, "completed");
+
+    // No secret in any log line of the whole run.
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("review queued"), "the log is empty?\n{logs}");
+    assert!(!logs.contains(SECRET));
+    let private = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github/test-app-key.pem"),
+    )
+    .unwrap();
+    for line in private.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !logs.contains(line),
+            "a line of the private key is in the log"
+        );
+    }
+    for token in github.issued_tokens() {
+        assert!(
+            !logs.contains(&token),
+            "an installation token is in the log"
+        );
+    }
+}
