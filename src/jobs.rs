@@ -333,6 +333,17 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// How many jobs are in each state.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+
     /// Jobs, newest first, optionally only in one state.
     pub async fn list(&self, state: Option<JobState>, limit: i64) -> Result<Vec<Job>> {
         let rows = match state {

@@ -10,6 +10,7 @@ pub mod github;
 pub mod jobs;
 pub mod k8s;
 pub mod lint;
+pub mod metrics;
 pub mod pipeline;
 pub mod render;
 pub mod review;

@@ -126,6 +126,13 @@ struct ServeArgs {
     /// Jobs run at once by this process.
     #[arg(long, env = "WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Log lines as text or as JSON objects (for log collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Every so many seconds, ask GitHub to redeliver the app's webhook deliveries that failed
+    /// (for instance while the app was down). Off when absent.
+    #[arg(long, env = "REDELIVER_INTERVAL")]
+    redeliver_interval: Option<u64>,
     /// Seconds running jobs get to finish on SIGTERM/SIGINT before they are given back.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
@@ -136,6 +143,12 @@ struct ServeArgs {
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -464,14 +477,16 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     use kubeharden::github::{App, RetryPolicy, Secret};
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        // Each line a JSON object, with the job's span fields (delivery, job, repo, pr).
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let registry = std::sync::Arc::new(registry(args.rules.as_deref())?);
     let app_id = args.app_id.context(
         "no app id: pass --app-id or set APP_ID (the number on the app's settings page)",
@@ -515,6 +530,21 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 tokio::spawn(kubeharden::server::work(state.clone(), worker, stopped.clone(), grace))
             })
             .collect();
+        if let Some(every) = args.redeliver_interval.filter(|s| *s > 0) {
+            let app = state.jobs.app.clone();
+            let period = std::time::Duration::from_secs(every);
+            // Look back over two periods (at least ten minutes), so nothing falls between runs.
+            let window = chrono::Duration::seconds((2 * every).max(600) as i64);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = app.redeliver_failed(window).await {
+                        tracing::warn!("cannot reconcile webhook deliveries: {e}");
+                    }
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

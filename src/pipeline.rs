@@ -108,6 +108,9 @@ pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> R
         .context("the review planner panicked")?
     };
 
+    for (rule, n) in &plan.rule_counts {
+        crate::metrics::findings(rule, *n);
+    }
     // On a new push, post only what has no open thread yet; resolve ours that are gone.
     let threads = match client.review_threads(pr.number).await {
         Ok(t) => t,

@@ -114,6 +114,8 @@ pub struct ReviewPlan {
     pub findings: usize,
     /// Findings that a suggestion (posted or not) would fix.
     pub fixable: usize,
+    /// Findings by rule, for metrics.
+    pub rule_counts: BTreeMap<String, usize>,
     /// Fingerprints of every comment the review would carry, before the 50-comment cap: a
     /// thread of ours whose fingerprint is not here is about something that is gone.
     pub fingerprints: Vec<String>,
@@ -245,6 +247,10 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         findings: report.findings.len(),
         fixable,
         fingerprints,
+        rule_counts: report.findings.iter().fold(BTreeMap::new(), |mut m, f| {
+            *m.entry(f.rule.clone()).or_default() += 1;
+            m
+        }),
     }
 }
 

@@ -144,7 +144,9 @@ async fn run_job(state: &ServerState, job: jobs::Job) {
             }
         })
     };
+    let started = std::time::Instant::now();
     let result = pipeline::review_pull_request(&state.jobs, &event).await;
+    crate::metrics::job_finished(started.elapsed().as_secs_f64());
     heartbeat.abort();
     let stored = match result {
         Ok(pipeline::Outcome::Superseded) => {
@@ -186,6 +188,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/github/webhooks", post(webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -265,6 +268,15 @@ impl FromRequest<Arc<ServerState>> for Webhook {
     }
 }
 
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    let jobs = state.store.counts().await.unwrap_or_default();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(&jobs),
+    )
+        .into_response()
+}
+
 /// Ready when the database answers.
 async fn ready(State(state): State<Arc<ServerState>>) -> Response {
     if state.store.ping().await {
@@ -279,6 +291,7 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
         Event::PullRequest(event) => {
             // Drafts are decided with the base branch's configuration, inside the job.
             if !event.wants_review(true) {
+                crate::metrics::delivery(&hook.name, "ignored");
                 return (StatusCode::OK, "ignored").into_response();
             }
             let job = NewJob {
@@ -293,12 +306,17 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
                 .await
             {
                 Ok(Accepted::Stored) => {
+                    crate::metrics::delivery(&hook.name, "queued");
                     tracing::info!(delivery = hook.delivery, pr = event.number, repo = job.repo, action = ?event.action, "review queued");
                     state.wake.notify_one();
                     (StatusCode::ACCEPTED, "queued").into_response()
                 }
-                Ok(Accepted::Duplicate) => (StatusCode::OK, "already received").into_response(),
+                Ok(Accepted::Duplicate) => {
+                    crate::metrics::delivery(&hook.name, "duplicate");
+                    (StatusCode::OK, "already received").into_response()
+                }
                 Err(e) => {
+                    crate::metrics::delivery(&hook.name, "store_failed");
                     // GitHub records the failed delivery, and it can be redelivered.
                     tracing::error!(delivery = hook.delivery, "cannot store the delivery: {e:#}");
                     (StatusCode::SERVICE_UNAVAILABLE, "cannot store the delivery").into_response()
@@ -307,6 +325,7 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
         }
         Event::Ping => (StatusCode::OK, "pong").into_response(),
         Event::Other { event } => {
+            crate::metrics::delivery(&event, "ignored");
             tracing::debug!(delivery = hook.delivery, event, "ignored event");
             (StatusCode::OK, "ignored").into_response()
         }

@@ -861,3 +861,59 @@ async fn two_replicas_on_postgresql_share_200_deliveries_for_50_prs() {
     }
     assert_eq!(h.github.rejected_reviews(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_redelivered_grouped_by_guid() {
+    let h = Harness::start().await;
+    let now = chrono::Utc::now();
+    let at = |minutes: i64| (now - chrono::Duration::minutes(minutes)).to_rfc3339();
+    h.github.set_hook_deliveries(vec![
+        // Failed, then redelivered with success: fine.
+        serde_json::json!({"id": 1, "guid": "a", "delivered_at": at(30), "status_code": 502, "event": "pull_request"}),
+        serde_json::json!({"id": 2, "guid": "a", "delivered_at": at(20), "status_code": 202, "event": "pull_request"}),
+        // Failed twice (the app was down): the newest attempt is redelivered.
+        serde_json::json!({"id": 3, "guid": "b", "delivered_at": at(25), "status_code": 503, "event": "pull_request"}),
+        serde_json::json!({"id": 4, "guid": "b", "delivered_at": at(15), "status_code": 0, "event": "pull_request"}),
+        // Succeeded once.
+        serde_json::json!({"id": 5, "guid": "c", "delivered_at": at(10), "status_code": 200, "event": "issue_comment"}),
+        // Failed, but too long ago for this window.
+        serde_json::json!({"id": 6, "guid": "d", "delivered_at": at(600), "status_code": 500, "event": "pull_request"}),
+    ]);
+    let asked = h
+        .state
+        .jobs
+        .app
+        .redeliver_failed(chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(asked, 1);
+    assert_eq!(h.github.redelivered(), [4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_deliveries_jobs_requests_and_findings() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 25, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 25, "base1", "head1"),
+    )
+    .await;
+    h.github.take_reviews();
+    h.github.take_check_runs();
+    let (status, text) = support::get(&h.url, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "kubeharden_jobs{state=\"done\"} 1",
+        "# TYPE kubeharden_job_duration_seconds histogram",
+        "kubeharden_github_requests_total{status=\"200\"}",
+        "kubeharden_findings_total{rule=\"run-as-root-allowed\"}",
+        "kubeharden_deliveries_total{event=\"pull_request\",outcome=\"queued\"}",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    let (status, body) = support::get(&h.url, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}

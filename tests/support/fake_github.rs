@@ -94,6 +94,8 @@ struct Inner {
     repos: HashMap<String, Repo>,
     faults: Vec<Fault>,
     stalls: Vec<Stall>,
+    hook_deliveries: Vec<Value>,
+    redelivered: Vec<u64>,
     calls: Vec<String>,
     token_requests: Vec<TokenRequest>,
     check_runs: Vec<CheckRun>,
@@ -121,6 +123,8 @@ impl FakeGitHub {
             repos: HashMap::new(),
             faults: Vec::new(),
             stalls: Vec::new(),
+            hook_deliveries: Vec::new(),
+            redelivered: Vec::new(),
             calls: Vec::new(),
             token_requests: Vec::new(),
             check_runs: Vec::new(),
@@ -223,6 +227,16 @@ impl FakeGitHub {
             delay,
             times,
         });
+    }
+
+    /// The app's webhook deliveries as `GET /app/hook/deliveries` lists them.
+    pub fn set_hook_deliveries(&self, deliveries: Vec<Value>) {
+        self.lock().hook_deliveries = deliveries;
+    }
+
+    /// Delivery ids the app asked to redeliver.
+    pub fn redelivered(&self) -> Vec<u64> {
+        self.lock().redelivered.clone()
     }
 
     /// Installation tokens issued so far.
@@ -387,6 +401,19 @@ async fn handle(
         (Method::POST, ["app", "installations", id, "access_tokens"]) => {
             mint_token(&mut s, &headers, id, body)
         }
+        (Method::GET, ["app", "hook", "deliveries"]) => match app_jwt(&s, &headers) {
+            Some(refused) => refused,
+            None => json_response(StatusCode::OK, Value::Array(s.hook_deliveries.clone())),
+        },
+        (Method::POST, ["app", "hook", "deliveries", id, "attempts"]) => {
+            match app_jwt(&s, &headers) {
+                Some(refused) => refused,
+                None => {
+                    s.redelivered.push(id.parse().unwrap_or(0));
+                    json_response(StatusCode::ACCEPTED, json!({}))
+                }
+            }
+        }
         (Method::POST, ["graphql"]) => match authorize(&s, &headers, None) {
             Some(refused) => refused,
             None => graphql(&mut s, body),
@@ -402,7 +429,8 @@ async fn handle(
     }
 }
 
-fn mint_token(s: &mut Inner, headers: &HeaderMap, id: &str, body: Value) -> Response {
+/// `None` when the request carries a valid app JWT; the refusal otherwise.
+fn app_jwt(s: &Inner, headers: &HeaderMap) -> Option<Response> {
     use octocrab::jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
     #[derive(serde::Deserialize)]
     struct Claims {
@@ -410,31 +438,35 @@ fn mint_token(s: &mut Inner, headers: &HeaderMap, id: &str, body: Value) -> Resp
         exp: i64,
         iss: Value,
     }
-    let Some(jwt) = bearer(headers) else {
-        return error(
+    let refuse = || {
+        Some(error(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
-        );
+        ))
+    };
+    let Some(jwt) = bearer(headers) else {
+        return refuse();
     };
     let key = DecodingKey::from_rsa_pem(&s.public_key_pem).unwrap();
     let mut validation = Validation::new(Algorithm::RS256);
     validation.required_spec_claims.clear();
     validation.validate_aud = false;
     let Ok(token) = decode::<Claims>(&jwt, &key, &validation) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "A JSON web token could not be decoded",
-        );
+        return refuse();
     };
     let c = token.claims;
     let now = chrono::Utc::now().timestamp();
     let iss_ok = c.iss.as_u64() == Some(s.app_id) || c.iss.as_str() == Some(&s.app_id.to_string());
     // GitHub: iat in the past (60 s of drift allowed), exp at most ten minutes after iat.
     if !iss_ok || c.iat > now + 60 || c.exp <= now || c.exp - c.iat > 660 {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "'Expiration time' claim ('exp') is too far in the future",
-        );
+        return refuse();
+    }
+    None
+}
+
+fn mint_token(s: &mut Inner, headers: &HeaderMap, id: &str, body: Value) -> Response {
+    if let Some(refused) = app_jwt(s, headers) {
+        return refused;
     }
     let installation: u64 = id.parse().unwrap_or(0);
     let Some(repos) = s.installations.get(&installation).cloned() else {
