@@ -93,6 +93,8 @@ pub struct FileResult {
 #[derive(Debug, Default)]
 pub struct Report {
     pub findings: Vec<Finding>,
+    /// ServiceAccounts in the change that turn token automounting off.
+    pub quiet_service_accounts: Vec<ServiceAccountRef>,
     pub notes: Vec<Note>,
     pub files: usize,
     pub documents: usize,
@@ -109,6 +111,9 @@ pub struct Linter<'r> {
     pub registry: &'r Registry,
     pub settings: Settings,
     active: Vec<&'r Rule>,
+    /// ServiceAccounts known from elsewhere in the change that turn token automounting off
+    /// (so fixing one file of a pull request agrees with linting all of it).
+    known_quiet: HashSet<ServiceAccountRef>,
 }
 
 /// Diagnostics the engine reports itself; they have rule files for their docs only.
@@ -135,7 +140,17 @@ impl<'r> Linter<'r> {
             registry,
             settings,
             active,
+            known_quiet: HashSet::new(),
         }
+    }
+
+    /// The same linter, also knowing these quiet ServiceAccounts.
+    pub fn with_quiet_service_accounts(
+        mut self,
+        accounts: impl IntoIterator<Item = ServiceAccountRef>,
+    ) -> Self {
+        self.known_quiet.extend(accounts);
+        self
     }
 
     pub fn active_rules(&self) -> &[&'r Rule] {
@@ -157,12 +172,14 @@ impl<'r> Linter<'r> {
     /// Lint many files (in parallel) and resolve what depends on the whole change.
     pub fn lint_files(&self, files: &[SourceFile]) -> Report {
         let results = parallel_map(files, |f| self.lint_file(f));
-        let quiet: HashSet<ServiceAccountRef> = results
+        let mut quiet: HashSet<ServiceAccountRef> = results
             .iter()
             .flat_map(|r| r.quiet_service_accounts.iter().cloned())
             .collect();
+        quiet.extend(self.known_quiet.iter().cloned());
         let mut report = Report {
             files: files.len(),
+            quiet_service_accounts: quiet.iter().cloned().collect(),
             ..Report::default()
         };
         for r in results {
@@ -192,7 +209,11 @@ impl<'r> Linter<'r> {
     /// Lint one file on its own.
     pub fn lint_file(&self, file: &SourceFile) -> FileResult {
         let mut out = FileResult::default();
-        if looks_like_helm_template(&file.text) {
+        let stream = yaml::parse(&file.text, &self.settings.limits);
+        // A Helm chart template is not YAML until rendered. Only a file that fails to parse (or
+        // lives in a chart's templates/) counts as one: a `{{ }}` in a valid manifest's
+        // annotation must not switch linting off.
+        if looks_like_helm_template(&file.text, &stream) {
             out.notes.push(Note {
                 path: file.path.clone(),
                 line: 1,
@@ -200,7 +221,6 @@ impl<'r> Linter<'r> {
             });
             return out;
         }
-        let stream = yaml::parse(&file.text, &self.settings.limits);
         for error in &stream.errors {
             let rule = match error.kind {
                 YamlErrorKind::Syntax => INVALID_YAML,
@@ -657,11 +677,16 @@ impl Exemption {
 }
 
 /// Helm chart templates are not YAML until rendered; linting them would only produce noise.
-pub fn looks_like_helm_template(text: &str) -> bool {
-    text.lines().any(|line| {
-        let t = line.trim_start();
-        !t.starts_with('#') && t.contains("{{") && t.contains("}}")
-    })
+/// A file is one when `{{` appears as YAML syntax (a broken document, or braces parsed as flow
+/// mappings), not inside a scalar or a comment: a `{{ }}` in an annotation's value must not
+/// switch linting off.
+pub fn looks_like_helm_template(text: &str, stream: &yaml::Stream) -> bool {
+    let inside = |ranges: &[TextRange], at: usize| {
+        let i = ranges.partition_point(|r| r.end() <= at);
+        ranges.get(i).is_some_and(|r| r.contains(at))
+    };
+    text.match_indices("{{")
+        .any(|(at, _)| !inside(&stream.scalars, at) && !inside(&stream.comments, at))
 }
 
 /// Map over items on every core, keeping their order.

@@ -43,7 +43,18 @@ pub enum Outcome {
 }
 
 /// Review a pull request at the head sha of the event.
-pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> Result<Outcome> {
+/// The most annotations one check run gets (GitHub takes 50 a request; a hostile file must
+/// not cost thousands of requests); the rest are counted in the summary.
+pub const MAX_ANNOTATIONS: usize = 1000;
+
+/// Review a pull request at the head sha of the event. On the job's last attempt (or an error
+/// no retry can fix) a started check run is completed as failed rather than left in progress,
+/// which would block the pull request forever.
+pub async fn review_pull_request(
+    cx: &JobContext,
+    event: &PullRequestEvent,
+    last_attempt: bool,
+) -> Result<Outcome> {
     let installation = event
         .installation
         .as_ref()
@@ -94,7 +105,34 @@ pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> R
         Some((id, false)) => id,
         None => client.start_check_run(&pr.head.sha, pr.number).await?,
     };
-    let files = fetch_files(cx, &client, pr.number, &config).await?;
+    let result = review_with_check(cx, &client, event, &config, check).await;
+    if let Err(e) = &result
+        && (last_attempt || crate::jobs::is_permanent(e))
+    {
+        let output = CheckOutput {
+            title: "KubeHarden could not finish the review".into(),
+            summary: format!("The review failed and will not be tried again:\n\n```\n{e:#}\n```"),
+            text: String::new(),
+        };
+        if let Err(e) = client
+            .complete_check_run(check, "failure", &output, &[], &[])
+            .await
+        {
+            tracing::warn!(pr = pr.number, "cannot mark the check run failed: {e}");
+        }
+    }
+    result
+}
+
+async fn review_with_check(
+    cx: &JobContext,
+    client: &Arc<RepoClient>,
+    event: &PullRequestEvent,
+    config: &Config,
+    check: u64,
+) -> Result<Outcome> {
+    let pr = &event.pull_request;
+    let files = fetch_files(cx, client, pr.number, config).await?;
     let linter = Linter::new(&cx.registry, config.settings());
     // Linting and fixing are CPU work: keep them off the async workers.
     let plan = {
@@ -135,7 +173,19 @@ pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> R
         .cloned()
         .collect();
     let wanted = !comments.is_empty() || (first_review && !plan.body.is_empty());
-    if wanted && !client.has_review_for(pr.number, &pr.head.sha).await? {
+    // GraphQL being down must not stop reviews: then post (at worst once more).
+    let posted = wanted
+        && match client.has_review_for(pr.number, &pr.head.sha).await {
+            Ok(posted) => posted,
+            Err(e) => {
+                tracing::warn!(
+                    pr = pr.number,
+                    "cannot look for an earlier review, posting: {e}"
+                );
+                false
+            }
+        };
+    if wanted && !posted {
         client
             .post_review(pr.number, &pr.head.sha, &plan.body, &comments)
             .await
@@ -162,13 +212,22 @@ pub async fn review_pull_request(cx: &JobContext, event: &PullRequestEvent) -> R
         Conclusion::Success => "success",
         Conclusion::Failure => "failure",
     };
+    let mut summary = plan.check_summary.clone();
+    if plan.annotations.len() > MAX_ANNOTATIONS {
+        summary = format!(
+            "{} of {} findings are shown as annotations; the table lists the first ones.\n\n{summary}",
+            MAX_ANNOTATIONS,
+            plan.annotations.len()
+        );
+    }
     let output = CheckOutput {
         title: plan.check_title.clone(),
-        summary: plan.check_summary.clone(),
+        summary,
         text: plan.check_text.clone(),
     };
+    let annotations = &plan.annotations[..plan.annotations.len().min(MAX_ANNOTATIONS)];
     client
-        .complete_check_run(check, conclusion, &output, &plan.annotations, &[])
+        .complete_check_run(check, conclusion, &output, annotations, &[])
         .await
         .context("cannot complete the check run")?;
     Ok(Outcome::Reviewed {

@@ -162,6 +162,10 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         .map(|f| SourceFile::new(f.path.clone(), f.text.clone()))
         .collect();
     let report = linter.lint_files(&sources);
+    // Each file is fixed on its own, but knowing what the whole change holds.
+    let file_linter = Linter::new(linter.registry, linter.settings.clone())
+        .with_quiet_service_accounts(report.quiet_service_accounts.iter().cloned());
+    let linter = &file_linter;
     let mut comments = Vec::new();
     let mut fingerprints = Vec::new();
     let mut fixable = 0;
@@ -302,10 +306,10 @@ fn comment_body(
     let containers: std::collections::BTreeSet<Option<&str>> =
         findings.iter().map(|f| f.container.as_deref()).collect();
     let subject = match containers.into_iter().collect::<Vec<_>>().as_slice() {
-        [Some(c)] => format!("container `{c}`"),
+        [Some(c)] => format!("container {}", code(c)),
         _ => findings
             .iter()
-            .find_map(|f| f.object.as_ref().map(|o| format!("`{o}`")))
+            .find_map(|f| f.object.as_ref().map(|o| code(&o.to_string())))
             .unwrap_or_else(|| "this object".into()),
     };
     let _ = writeln!(
@@ -318,7 +322,7 @@ fn comment_body(
             .get(id)
             .map(|r| why_sentence(&r.docs))
             .unwrap_or_default();
-        let _ = writeln!(body, "- `{id}`: {}. {why}", fs[0].message);
+        let _ = writeln!(body, "- `{id}`: {}. {why}", md(&fs[0].message));
     }
     let unsafe_notes: Vec<String> = rules
         .keys()
@@ -351,6 +355,42 @@ fn comment_body(
         "\n{suggestion}\n\n{FINGERPRINT_PREFIX}{fingerprint} -->"
     );
     body
+}
+
+/// Text from the user's YAML (image names, env names, container names) placed in Markdown:
+/// no mentions, links, images, HTML or emphasis can come out of it.
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '@' | '|' | '!' | '~'
+        ) {
+            out.push('\\');
+        }
+        out.push(if c == '\n' { ' ' } else { c });
+    }
+    out
+}
+
+/// A code span that holds any text: fenced with more backticks than it contains.
+fn code(s: &str) -> String {
+    let fence = "`".repeat(longest_run(s, '`') + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{}{pad}{fence}", s.replace('\n', " "))
+}
+
+fn longest_run(s: &str, ch: char) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for c in s.chars() {
+        run = if c == ch { run + 1 } else { 0 };
+        best = best.max(run);
+    }
+    best
 }
 
 fn one_line(s: &str) -> String {
@@ -415,19 +455,18 @@ fn table(report: &Report) -> String {
         String::from("| severity | rule | where | object | message |\n|---|---|---|---|---|\n");
     for f in report.findings.iter().take(MAX_TABLE_ROWS) {
         let object = match (&f.object, &f.container) {
-            (Some(o), Some(c)) => format!("{o}, container `{c}`"),
+            (Some(o), Some(c)) => format!("{o}, container {c}"),
             (Some(o), None) => o.to_string(),
             _ => String::new(),
         };
         let _ = writeln!(
             s,
-            "| {} | `{}` | `{}:{}` | {} | {} |",
+            "| {} | `{}` | {} | {} | {} |",
             f.severity,
             f.rule,
-            f.path,
-            f.start.line,
-            escape_cell(&object),
-            escape_cell(&f.message)
+            code(&format!("{}:{}", f.path, f.start.line)).replace('|', "\\|"),
+            md(&object),
+            md(&f.message)
         );
     }
     if report.findings.len() > MAX_TABLE_ROWS {
@@ -438,10 +477,6 @@ fn table(report: &Report) -> String {
         );
     }
     s
-}
-
-fn escape_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// Cut text to at most `max` bytes on a character boundary, saying so.
@@ -459,6 +494,16 @@ fn clip(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_text_cannot_mention_link_or_break_out() {
+        assert_eq!(
+            md("@admins [x](http://e) <img> `a`"),
+            "\\@admins \\[x\\](http://e) \\<img\\> \\`a\\`"
+        );
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`a"), "`` `a ``");
+    }
 
     #[test]
     fn hunk_headers_with_function_context_and_omitted_counts() {

@@ -108,6 +108,8 @@ pub async fn work(
 }
 
 async fn run_job(state: &ServerState, job: jobs::Job) {
+    use tracing::Instrument;
+    // Every log line of the job carries its ids, across awaits and only for this job.
     let span = tracing::info_span!(
         "job",
         job = job.id,
@@ -115,7 +117,10 @@ async fn run_job(state: &ServerState, job: jobs::Job) {
         repo = job.repo,
         pr = job.pr
     );
-    let _entered = span.enter();
+    run_job_in_span(state, job).instrument(span).await;
+}
+
+async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
     let event: PullRequestEvent = match serde_json::from_str(&job.payload) {
         Ok(e) => e,
         Err(e) => {
@@ -145,7 +150,9 @@ async fn run_job(state: &ServerState, job: jobs::Job) {
         })
     };
     let started = std::time::Instant::now();
-    let result = pipeline::review_pull_request(&state.jobs, &event).await;
+    let result =
+        pipeline::review_pull_request(&state.jobs, &event, job.attempts >= jobs::MAX_ATTEMPTS)
+            .await;
     crate::metrics::job_finished(started.elapsed().as_secs_f64());
     heartbeat.abort();
     let stored = match result {

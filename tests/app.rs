@@ -917,3 +917,74 @@ async fn metrics_count_deliveries_jobs_requests_and_findings() {
     let (status, body) = support::get(&h.url, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_copied_by_people_do_not_silence_the_app() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 26, "base1", "head1");
+    // Someone pastes the app's review marker and every fingerprint the review would carry.
+    let registry = Registry::builtin().unwrap();
+    let linter = Linter::new(&registry, Settings::default());
+    let plan = kubeharden::review::plan(
+        &linter,
+        &[kubeharden::review::PrFile {
+            path: "web.yaml".into(),
+            text: INSECURE.into(),
+            patch: Some("@@ -0,0 +1,13 @@\n".into()),
+        }],
+    );
+    let marker = kubeharden::github::review_marker("head1");
+    let copied: Vec<String> = plan
+        .fingerprints
+        .iter()
+        .map(|f| format!("LGTM {}{f} -->", kubeharden::review::FINGERPRINT_PREFIX))
+        .collect();
+    let copied: Vec<&str> = copied.iter().map(String::as_str).collect();
+    h.github
+        .add_human_review(26, "head1", &format!("looks fine {marker}"), &copied);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 26, "base1", "head1"),
+    )
+    .await;
+    let reviews = h.github.take_reviews();
+    assert_eq!(reviews.len(), 1, "the app reviewed anyway");
+    assert_eq!(reviews[0].comments.len(), plan.comments.len());
+    h.github.take_check_runs();
+    // And the people's threads are not resolved by the app.
+    assert!(
+        h.github
+            .threads(26)
+            .iter()
+            .filter(|t| t.thread.starts_with("PRRT_human"))
+            .all(|t| !t.resolved)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_finish_fails_its_check_run_instead_of_leaving_it_running() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 27, "base1", "head1");
+    h.github
+        .fail(http::Method::GET, "/git/blobs/", 404, &[], 100);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 27, "base1", "head1"),
+    )
+    .await;
+    let runs = h.github.take_check_runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].status.as_str(), runs[0].conclusion.as_deref()),
+        ("completed", Some("failure"))
+    );
+    assert_eq!(
+        runs[0].title.as_deref(),
+        Some("KubeHarden could not finish the review")
+    );
+    assert!(h.github.take_reviews().is_empty());
+}

@@ -513,3 +513,87 @@ automountServiceAccountToken: false
         ["invalid-exemption@7:5"]
     );
 }
+
+#[test]
+fn explicit_core_tags_decide_the_type_as_kubectl_reads_them() {
+    let report = lint(&PRIVILEGED_POD.replace("privileged: true", "privileged: !!bool \"true\""));
+    assert_eq!(
+        hits(&report, &["privileged-container", "invalid-field"]),
+        ["privileged-container@10:9"]
+    );
+    // The value after its tag, where a fix would go.
+    let report = lint(&PRIVILEGED_POD.replace("privileged: true", "privileged: !!str true"));
+    assert_eq!(
+        hits(&report, &["privileged-container", "invalid-field"]),
+        ["invalid-field@10:27"]
+    );
+}
+
+#[test]
+fn braces_in_a_valid_manifest_do_not_switch_linting_off() {
+    let text = PRIVILEGED_POD.replace(
+        "  name: p\n",
+        "  name: p\n  annotations: {note: \"{{ not helm }}\"}\n",
+    );
+    assert_eq!(hits(&lint(&text), &["privileged-container"]).len(), 1);
+}
+
+#[test]
+fn a_review_never_suggests_what_the_whole_change_does_not_report() {
+    let pod = "apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+spec:
+  serviceAccountName: quiet
+  containers:
+    - name: c
+      image: nginx:1.27
+";
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: quiet, namespace: ns}\nautomountServiceAccountToken: false\n";
+    let registry = Registry::builtin().unwrap();
+    let linter = Linter::new(&registry, Settings::default());
+    let files = [
+        kubeharden::review::PrFile {
+            path: "pod.yaml".into(),
+            text: pod.into(),
+            patch: Some("@@ -0,0 +1,8 @@\n".into()),
+        },
+        kubeharden::review::PrFile {
+            path: "sa.yaml".into(),
+            text: sa.into(),
+            patch: Some("@@ -0,0 +1,4 @@\n".into()),
+        },
+    ];
+    let plan = kubeharden::review::plan(&linter, &files);
+    assert!(!plan.comments.is_empty());
+    for c in &plan.comments {
+        assert!(
+            !c.body.contains("automountServiceAccountToken"),
+            "{}",
+            c.body
+        );
+        assert!(
+            !c.body.contains("service-account-token-mounted"),
+            "{}",
+            c.body
+        );
+    }
+}
+
+#[test]
+fn a_bare_key_in_a_flow_mapping_gets_its_value_without_touching_the_next_one() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: c\n      image: nginx:1.27\n      securityContext: {allowPrivilegeEscalation, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}\n";
+    let registry = Registry::builtin().unwrap();
+    let linter = Linter::new(&registry, Settings::default());
+    let fixed = kubeharden::fix::fix_file(
+        &linter,
+        &SourceFile::new("p.yaml", text),
+        kubeharden::rules::Applicability::Safe,
+    )
+    .unwrap()
+    .fixed;
+    assert!(
+        fixed.contains("{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,"),
+        "{fixed}"
+    );
+}

@@ -540,19 +540,26 @@ impl Writer<'_> {
         let v = self.doc.node(e.value).range;
         let rendered = render_scalar(value, ScalarStyle::Plain);
         if v.is_empty() {
-            let colon = self.colon_after(self.doc.node(e.key).range.end());
-            self.edits
-                .push(Edit::insertion(colon + 1, format!(" {rendered}")));
+            let key_end = self.doc.node(e.key).range.end();
+            // `key:` gets a value after its colon; a bare flow key (`{key, other: 1}`) gets both.
+            let edit = match self.colon_after(key_end) {
+                Some(colon) => Edit::insertion(colon + 1, format!(" {rendered}")),
+                None => Edit::insertion(key_end, format!(": {rendered}")),
+            };
+            self.edits.push(edit);
         } else {
             self.edits.push(Edit::replacement(v, rendered));
         }
         self.touched.push(e.value);
     }
 
-    fn colon_after(&self, key_end: usize) -> usize {
-        self.text[key_end..]
-            .find(':')
-            .map_or(key_end, |i| key_end + i)
+    /// The `:` that follows a key, if it directly does (a bare key in a flow mapping has none).
+    fn colon_after(&self, key_end: usize) -> Option<usize> {
+        let rest = &self.text[key_end..];
+        let trimmed = rest.trim_start_matches([' ', '\t']);
+        trimmed
+            .starts_with(':')
+            .then(|| key_end + (rest.len() - trimmed.len()))
     }
 
     fn add_item(&mut self, seq: NodeId, item: &str) -> bool {
@@ -698,8 +705,8 @@ impl Writer<'_> {
         if emptied
             && self.doc.node(parent).anchor.is_none()
             && let Some(key) = crate::rules::eval::key_of(self.doc, parent)
+            && let Some(colon) = self.colon_after(self.doc.node(key).range.end())
         {
-            let colon = self.colon_after(self.doc.node(key).range.end());
             let end = spans[spans.len() - 1].1;
             self.edits
                 .push(Edit::replacement(TextRange::new(colon + 1, end), " {}"));
@@ -812,11 +819,12 @@ impl Writer<'_> {
                 ),
                 None => format!("{{{}}}", render_flow_entries(tree)),
             };
+            let key_end = doc.node(key).range.end();
             let edit = if value_range.is_empty() {
-                Edit::insertion(
-                    self.colon_after(doc.node(key).range.end()) + 1,
-                    format!(" {content}"),
-                )
+                match self.colon_after(key_end) {
+                    Some(colon) => Edit::insertion(colon + 1, format!(" {content}")),
+                    None => Edit::insertion(key_end, format!(": {content}")),
+                }
             } else {
                 Edit::replacement(value_range, content)
             };
@@ -841,7 +849,9 @@ impl Writer<'_> {
         };
         if !value_range.is_empty() {
             // `key: ~` or `key: null`: drop the explicit null first.
-            let colon = self.colon_after(doc.node(key).range.end());
+            let Some(colon) = self.colon_after(doc.node(key).range.end()) else {
+                return;
+            };
             self.edits
                 .push(Edit::deletion(TextRange::new(colon + 1, value_range.end())));
         }

@@ -109,6 +109,7 @@ struct CachedToken {
 /// The app as a whole: its JWT client and the installation tokens it has minted.
 pub struct App {
     app: Octocrab,
+    app_id: u64,
     api_url: String,
     retry: RetryPolicy,
     tokens: Mutex<HashMap<(u64, String), CachedToken>>,
@@ -134,6 +135,7 @@ impl App {
             .map_err(|e| GitHubError::Config(format!("cannot build the GitHub client: {e}")))?;
         Ok(Arc::new(App {
             app,
+            app_id,
             api_url: api_url.trim_end_matches('/').to_string(),
             retry,
             tokens: Mutex::new(HashMap::new()),
@@ -549,7 +551,12 @@ impl RepoClient {
             content: Option<String>,
             encoding: Option<String>,
         }
-        let path = format!("{}/contents/{file}?ref={commit}", self.repo_path());
+        let path = format!(
+            "{}/contents/{}?ref={}",
+            self.repo_path(),
+            encode_path(file),
+            encode_path(commit)
+        );
         match self.call::<Content>(Method::GET, &path, None).await {
             Ok(c) => Ok(c
                 .content
@@ -616,9 +623,12 @@ impl RepoClient {
             name: String,
             status: String,
         }
+        // Only the app's own: a workflow job named KubeHarden must not pass for it.
         let path = format!(
-            "{}/commits/{head_sha}/check-runs?check_name=KubeHarden&per_page=100",
-            self.repo_path()
+            "{}/commits/{}/check-runs?check_name=KubeHarden&app_id={}&per_page=100",
+            self.repo_path(),
+            encode_path(head_sha),
+            self.app.app_id
         );
         let runs: Runs = self.call(Method::GET, &path, None).await?;
         Ok(runs
@@ -629,32 +639,31 @@ impl RepoClient {
     }
 
     /// Whether a review of ours on this head is already posted (its body carries the marker).
+    /// Only the app's own reviews count: anyone can write the marker into a comment.
     pub async fn has_review_for(&self, pr: u64, head_sha: &str) -> Result<bool, GitHubError> {
-        #[derive(Deserialize)]
-        struct Review {
-            #[serde(default)]
-            body: Option<String>,
-            #[serde(default)]
-            commit_id: Option<String>,
-        }
+        const QUERY: &str = "query($owner: String!, $repo: String!, $number: Int!) {
+  repository(owner: $owner, name: $repo) {
+    pullRequest(number: $number) {
+      reviews(last: 100) { nodes { body viewerDidAuthor commit { oid } } }
+    }
+  }
+}";
+        let data = self
+            .graphql(
+                QUERY,
+                json!({ "owner": self.owner, "repo": self.repo, "number": pr }),
+            )
+            .await?;
         let marker = review_marker(head_sha);
-        for page in 1..=10 {
-            let path = format!(
-                "{}/pulls/{pr}/reviews?per_page=100&page={page}",
-                self.repo_path()
-            );
-            let reviews: Vec<Review> = self.call(Method::GET, &path, None).await?;
-            if reviews.iter().any(|r| {
-                r.commit_id.as_deref() == Some(head_sha)
-                    && r.body.as_deref().is_some_and(|b| b.contains(&marker))
-            }) {
-                return Ok(true);
-            }
-            if reviews.len() < 100 {
-                break;
-            }
-        }
-        Ok(false)
+        Ok(data["repository"]["pullRequest"]["reviews"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                r["viewerDidAuthor"].as_bool() == Some(true)
+                    && r["commit"]["oid"].as_str() == Some(head_sha)
+                    && r["body"].as_str().is_some_and(|b| b.contains(&marker))
+            }))
     }
 
     /// Complete a check run: its output, then the annotations 50 at a time (each PATCH appends).
@@ -724,7 +733,7 @@ impl RepoClient {
     pullRequest(number: $number) {
       reviewThreads(first: 100, after: $after) {
         pageInfo { hasNextPage endCursor }
-        nodes { id isResolved comments(first: 1) { nodes { body } } }
+        nodes { id isResolved comments(first: 1) { nodes { body viewerDidAuthor } } }
       }
     }
   }
@@ -740,7 +749,12 @@ impl RepoClient {
                 .await?;
             let page = &data["repository"]["pullRequest"]["reviewThreads"];
             for node in page["nodes"].as_array().into_iter().flatten() {
-                let body = node["comments"]["nodes"][0]["body"].as_str().unwrap_or("");
+                let first = &node["comments"]["nodes"][0];
+                // Only threads the app started: a marker in a person's comment means nothing.
+                if first["viewerDidAuthor"].as_bool() != Some(true) {
+                    continue;
+                }
+                let body = first["body"].as_str().unwrap_or("");
                 let Some(fingerprint) = crate::review::fingerprint_of(body) else {
                     continue;
                 };
@@ -764,6 +778,20 @@ impl RepoClient {
             .await
             .map(|_| ())
     }
+}
+
+/// Percent-encode a path for a URL, keeping its slashes (file names may hold spaces, `#`, `?`).
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The hidden marker a review body carries so that a job re-run after a crash finds it.

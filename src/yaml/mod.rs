@@ -16,7 +16,7 @@ pub mod de;
 mod resolve;
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScalarStyle as SaphyrStyle};
 
@@ -68,19 +68,40 @@ impl ScalarStyle {
     }
 }
 
+/// A core-schema tag written on a scalar (`!!bool "true"`), which decides its type whatever
+/// its style, as go-yaml honours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreTag {
+    Bool,
+    Int,
+    Float,
+    Null,
+    Str,
+}
+
 #[derive(Debug, Clone)]
 pub struct Scalar {
     pub value: String,
     pub style: ScalarStyle,
+    pub tag: Option<CoreTag>,
 }
 
 impl Scalar {
     /// How a Kubernetes client reads this scalar (YAML 1.1 as go-yaml v2 resolves it).
     pub fn resolved(&self) -> Plain<'_> {
-        if self.style == ScalarStyle::Plain {
-            resolve_plain(&self.value)
-        } else {
-            Plain::Str(&self.value)
+        match self.tag {
+            Some(CoreTag::Str) => Plain::Str(&self.value),
+            Some(tag) => match (tag, resolve_plain(&self.value)) {
+                (CoreTag::Bool, b @ Plain::Bool(_)) => b,
+                (CoreTag::Int, i @ Plain::Int(_)) => i,
+                (CoreTag::Float, Plain::Int(i)) => Plain::Float(i as f64),
+                (CoreTag::Float, f @ Plain::Float(_)) => f,
+                (CoreTag::Null, _) => Plain::Null,
+                // A value its tag cannot hold: the API server rejects it; read it as text.
+                _ => Plain::Str(&self.value),
+            },
+            None if self.style == ScalarStyle::Plain => resolve_plain(&self.value),
+            None => Plain::Str(&self.value),
         }
     }
 }
@@ -181,6 +202,8 @@ pub struct Stream {
     pub errors: Vec<YamlError>,
     /// Every comment (`#` to the end of its line), in order.
     pub comments: Vec<TextRange>,
+    /// Every scalar's range, in order.
+    pub scalars: Vec<TextRange>,
 }
 
 impl Document {
@@ -344,30 +367,40 @@ impl Document {
         let Some(map) = self.resolve(map) else {
             return out;
         };
-        self.collect_entries(map, &mut out, 0);
+        let mut seen = HashSet::new();
+        self.collect_entries(map, &mut out, &mut seen, 0);
+        // Present own entries in source order.
+        out.sort_by_key(|e| self.node(e.key).range.start());
         out
     }
 
-    fn collect_entries(&self, map: NodeId, out: &mut Vec<Entry>, depth: usize) {
+    fn collect_entries<'a>(
+        &'a self,
+        map: NodeId,
+        out: &mut Vec<Entry>,
+        seen: &mut HashSet<&'a str>,
+        depth: usize,
+    ) {
         if depth > 32 || (depth > 0 && !self.charge(1)) {
             return;
         }
-        let key_text = |e: &Entry| self.node(e.key).as_scalar().map(|s| s.value.clone());
+        // Own keys shadow merged ones; the last duplicate wins. A set keeps this linear: a
+        // mapping of 40 000 keys must not take quadratic time.
         for e in self.own_entries(map).iter().rev() {
             if self.is_merge_key(e.key) {
                 continue;
             }
-            let k = key_text(e);
-            if k.is_none() || !out.iter().any(|o| key_text(o) == k) {
-                out.push(*e);
+            match self.node(e.key).as_scalar() {
+                Some(k) => {
+                    if seen.insert(k.value.as_str()) {
+                        out.push(*e);
+                    }
+                }
+                None => out.push(*e),
             }
         }
         for source in self.merge_sources(map) {
-            self.collect_entries(source, out, depth + 1);
-        }
-        if depth == 0 {
-            // Present own entries in source order.
-            out.sort_by_key(|e| self.node(e.key).range.start());
+            self.collect_entries(source, out, seen, depth + 1);
         }
     }
 
@@ -411,6 +444,7 @@ pub fn parse(text: &str, limits: &Limits) -> Stream {
         documents: Vec::new(),
         errors: Vec::new(),
         comments: Vec::new(),
+        scalars: Vec::new(),
     };
     if text.len() > limits.max_bytes {
         stream.errors.push(YamlError {
@@ -440,6 +474,7 @@ pub fn parse(text: &str, limits: &Limits) -> Stream {
     }
     scalars.sort_unstable();
     stream.comments = find_comments(text, &scalars);
+    stream.scalars = scalars;
     stream
 }
 
@@ -732,6 +767,7 @@ impl<'t, 's> Builder<'t, 's> {
                         kind: NodeKind::Scalar(Scalar {
                             value: value.into_owned(),
                             style,
+                            tag: tag.as_ref().and_then(|t| core_tag(&t.handle, &t.suffix)),
                         }),
                         range,
                         anchor: gap.anchor,
@@ -1010,6 +1046,20 @@ fn expanded_size(nodes: &[Node], root: NodeId) -> u64 {
         }
     }
     memo[root as usize].unwrap_or(0)
+}
+
+fn core_tag(handle: &str, suffix: &str) -> Option<CoreTag> {
+    if handle != "tag:yaml.org,2002:" && handle != "!!" {
+        return None;
+    }
+    match suffix {
+        "bool" => Some(CoreTag::Bool),
+        "int" => Some(CoreTag::Int),
+        "float" => Some(CoreTag::Float),
+        "null" => Some(CoreTag::Null),
+        "str" => Some(CoreTag::Str),
+        _ => None,
+    }
 }
 
 fn trim_end(text: &str, start: usize, end: usize) -> usize {

@@ -47,6 +47,8 @@ pub struct Review {
     pub commit_id: String,
     pub body: String,
     pub comments: Vec<ReviewComment>,
+    /// Written by a person, not the app.
+    pub human: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -262,12 +264,42 @@ impl FakeGitHub {
         self.lock().rejected_reviews
     }
 
-    /// Reviews posted since the last call; the test asserts on them.
+    /// Reviews the app posted since the last call; the test asserts on them.
     pub fn take_reviews(&self) -> Vec<Review> {
         let mut s = self.lock();
-        let new = s.reviews[s.taken_reviews..].to_vec();
+        let new = s.reviews[s.taken_reviews..]
+            .iter()
+            .filter(|r| !r.human)
+            .cloned()
+            .collect();
         s.taken_reviews = s.reviews.len();
         new
+    }
+
+    /// A review by a person (who may copy the app's markers into it).
+    pub fn add_human_review(&self, pr: u64, commit: &str, body: &str, comment_bodies: &[&str]) {
+        let mut s = self.lock();
+        let comments = comment_bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ReviewComment {
+                id: 9_000 + i as u64,
+                thread: format!("PRRT_human{i}"),
+                path: "web.yaml".into(),
+                line: 1,
+                start_line: None,
+                body: b.to_string(),
+                resolved: false,
+            })
+            .collect();
+        s.reviews.push(Review {
+            pr,
+            commit_id: commit.to_string(),
+            body: body.to_string(),
+            comments,
+            human: true,
+        });
+        s.taken_reviews = s.reviews.len();
     }
 
     /// Check runs created since the last call, in their current state.
@@ -633,6 +665,13 @@ fn repo_request(
             None => error(StatusCode::NOT_FOUND, "Not Found"),
         },
         (Method::GET, ["commits", sha, "check-runs"]) => {
+            // Every check run here is the app's; another app's id finds none.
+            if query_param(uri, "app_id").is_some_and(|id| id != s.app_id.to_string()) {
+                return json_response(
+                    StatusCode::OK,
+                    json!({ "total_count": 0, "check_runs": [] }),
+                );
+            }
             let name = query_param(uri, "check_name");
             let runs: Vec<Value> = s
                 .check_runs
@@ -760,6 +799,7 @@ fn repo_request(
                 commit_id: body["commit_id"].as_str().unwrap_or_default().to_string(),
                 body: body["body"].as_str().unwrap_or_default().to_string(),
                 comments,
+                human: false,
             });
             json_response(
                 StatusCode::OK,
@@ -785,14 +825,27 @@ fn graphql(s: &mut Inner, body: Value) -> Response {
             json!({ "data": { "resolveReviewThread": { "thread": { "id": thread, "isResolved": true } } } }),
         );
     }
+    if query.contains("reviews(last") {
+        let number = vars["number"].as_u64().unwrap_or(0);
+        let nodes: Vec<Value> = s
+            .reviews
+            .iter()
+            .filter(|r| r.pr == number)
+            .map(|r| json!({ "body": r.body, "viewerDidAuthor": !r.human, "commit": { "oid": r.commit_id } }))
+            .collect();
+        return json_response(
+            StatusCode::OK,
+            json!({ "data": { "repository": { "pullRequest": { "reviews": { "nodes": nodes } } } } }),
+        );
+    }
     if query.contains("reviewThreads") {
         let number = vars["number"].as_u64().unwrap_or(0);
         let nodes: Vec<Value> = s
             .reviews
             .iter()
             .filter(|r| r.pr == number)
-            .flat_map(|r| r.comments.iter())
-            .map(|c| json!({ "id": c.thread, "isResolved": c.resolved, "comments": { "nodes": [ { "body": c.body } ] } }))
+            .flat_map(|r| r.comments.iter().map(move |c| (r.human, c)))
+            .map(|(human, c)| json!({ "id": c.thread, "isResolved": c.resolved, "comments": { "nodes": [ { "body": c.body, "viewerDidAuthor": !human } ] } }))
             .collect();
         return json_response(
             StatusCode::OK,
