@@ -3,31 +3,18 @@
 //! where nothing changes any more. Reports wall time, MB/s and peak resident memory (VmHWM).
 //! Target on a 2-core machine: the whole corpus in under 2 s and under 150 MB.
 
-use std::path::{Path, PathBuf};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+use common::{peak_rss_mb, yaml_files};
 use std::time::Instant;
 
 use kubeharden::fix::fix_file;
 use kubeharden::lint::{Linter, Settings};
 use kubeharden::rules::{Applicability, Registry};
 use kubeharden::source::SourceFile;
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-}
-
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 fn main() {
     let Some(dir) = std::env::var_os("KUBEHARDEN_CORPUS").map(PathBuf::from) else {

@@ -29,7 +29,14 @@ async fn load(h: &Harness, rate: u64, seconds: u64, first_pr: u64) -> (f64, f64,
         tasks.push(tokio::spawn(async move {
             let event = pull_request_event("opened", pr, "base", &format!("head{}", pr % 50));
             let sent = Instant::now();
-            let status = deliver_to(&url, "pull_request", &event, Some(support::SECRET), &format!("bench-{pr}")).await;
+            let status = deliver_to(
+                &url,
+                "pull_request",
+                &event,
+                Some(support::SECRET),
+                &format!("bench-{pr}"),
+            )
+            .await;
             (status, sent.elapsed().as_secs_f64() * 1000.0)
         }));
     }
@@ -43,11 +50,19 @@ async fn load(h: &Harness, rate: u64, seconds: u64, first_pr: u64) -> (f64, f64,
         latencies.push(ms);
     }
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (percentile(&latencies, 0.5), percentile(&latencies, 0.99), errors)
+    (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        errors,
+    )
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let h = Harness::start().await;
         h.github.commit(REPO, "base", &[]);

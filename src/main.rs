@@ -836,17 +836,7 @@ fn read_into(path: &Path, files: &mut Vec<SourceFile>, errors: &mut Vec<anyhow::
 
 /// YAML is UTF-8 here; other bytes are reported at their line as invalid YAML, not guessed at.
 fn decode(path: &str, bytes: Vec<u8>) -> SourceFile {
-    match String::from_utf8(bytes) {
-        Ok(text) => SourceFile::new(path, text),
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let bytes = e.into_bytes();
-            // Keep the valid prefix and mark the bad byte, so the parser reports an error there.
-            let mut text = String::from_utf8(bytes[..valid].to_vec()).unwrap_or_default();
-            text.push_str("\u{0}\n");
-            SourceFile::new(path, text)
-        }
-    }
+    SourceFile::new(path, SourceFile::text_from_bytes(bytes))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

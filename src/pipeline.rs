@@ -294,16 +294,8 @@ async fn fetch_files(
     while let Some(done) = tasks.join_next().await {
         let (index, file, bytes) = done.context("a fetch task panicked")?;
         let bytes = bytes.with_context(|| format!("cannot fetch {}", file.filename))?;
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            // Reported at its line as invalid YAML by the linter, like the CLI does.
-            Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let mut t = String::from_utf8_lossy(&e.into_bytes()[..valid]).into_owned();
-                t.push_str("\u{0}\n");
-                t
-            }
-        };
+        // Not UTF-8: reported at its line as invalid YAML by the linter, as the CLI does.
+        let text = crate::source::SourceFile::text_from_bytes(bytes);
         files.push((
             index,
             PrFile {

@@ -167,6 +167,23 @@ impl SourceFile {
         }
     }
 
+    /// The text of bytes read from a file or from GitHub. YAML is UTF-8 here; a file that is
+    /// not keeps its valid prefix and a NUL where the first bad byte was, so the parser
+    /// reports `invalid-yaml` at that line rather than anything being guessed.
+    pub fn text_from_bytes(bytes: Vec<u8>) -> String {
+        match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let mut bytes = e.into_bytes();
+                bytes.truncate(valid);
+                let mut text = String::from_utf8(bytes).unwrap_or_default();
+                text.push_str("\u{0}\n");
+                text
+            }
+        }
+    }
+
     pub fn line_col(&self, offset: usize) -> LineCol {
         self.lines.line_col(offset, &self.text)
     }

@@ -1,7 +1,11 @@
 //! Opt-in: the real-world corpus in `../shared/corpus` (set `KUBEHARDEN_CORPUS` to its path).
 //! Skipped with a message when the folder is absent; `.ci/run` passes the path when it exists.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
+
+use common::yaml_files;
 
 use kubeharden::lint::{Linter, Settings};
 use kubeharden::rules::Registry;
@@ -17,17 +21,6 @@ fn corpus() -> Option<PathBuf> {
             dir.display()
         );
         None
-    }
-}
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
     }
 }
 

@@ -275,7 +275,7 @@ pub fn fix_file(
 
 /// Findings are the same across texts when rule, object, container and message agree (their
 /// positions move as lines are inserted).
-fn same_finding(a: &Finding, b: &Finding) -> bool {
+pub fn same_finding(a: &Finding, b: &Finding) -> bool {
     a.rule == b.rule
         && a.object == b.object
         && a.container == b.container

@@ -809,14 +809,7 @@ impl Writer<'_> {
         };
         if in_flow {
             let content = match &own_items {
-                Some(items) => format!(
-                    "[{}]",
-                    items
-                        .iter()
-                        .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Some(items) => render_flow_items(items),
                 None => format!("{{{}}}", render_flow_entries(tree)),
             };
             let key_end = doc.node(key).range.end();
@@ -963,19 +956,21 @@ fn render_block(tree: &Tree, indent: usize, style: Style) -> String {
     out
 }
 
+/// `[A, B]`
+fn render_flow_items(items: &[String]) -> String {
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn render_flow_entries(tree: &Tree) -> String {
     tree.sorted()
         .iter()
         .map(|(key, value)| match value {
             Value::Scalar(v) => format!("{key}: {}", render_scalar(v, ScalarStyle::Plain)),
-            Value::Items(items) => format!(
-                "{key}: [{}]",
-                items
-                    .iter()
-                    .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Value::Items(items) => format!("{key}: {}", render_flow_items(items)),
             Value::Map(sub) => format!("{key}: {{{}}}", render_flow_entries(sub)),
         })
         .collect::<Vec<_>>()

@@ -182,12 +182,7 @@ pub fn with_findings(
         // anchored on the line before.
         let edited = origins
             .iter()
-            .filter(|(_, o)| {
-                o.rule == f.rule
-                    && o.object == f.object
-                    && o.container == f.container
-                    && o.message == f.message
-            })
+            .filter(|(_, o)| super::same_finding(o, f))
             .find_map(|(r, _)| {
                 let at = original.line_col(r.start());
                 let anchor = if r.is_empty() && at.column == 1 && at.line > 1 {

@@ -11,6 +11,14 @@ use kubeharden::source::SourceFile;
 use kubeharden::yaml::{self, Limits};
 use serde_json::Value;
 
+/// Peak resident memory of this process (VmHWM), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 pub fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -189,12 +197,12 @@ pub fn check(linter: &Linter<'_>, path: &str, text: &str) -> Result<FixResult, S
     }
     // What the fixes claimed is gone.
     for f in &result.claimed {
-        if result.remaining.findings.iter().any(|r| {
-            r.rule == f.rule
-                && r.object == f.object
-                && r.container == f.container
-                && r.message == f.message
-        }) {
+        if result
+            .remaining
+            .findings
+            .iter()
+            .any(|r| kubeharden::fix::same_finding(r, f))
+        {
             return Err(format!(
                 "{path}: still reports {} ({}) after fixing it\n{fixed}",
                 f.rule, f.message
