@@ -178,3 +178,45 @@ async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_on
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_job_finish_then_exits() {
+    let key = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github/test-app-key.pub.pem"),
+    )
+    .unwrap();
+    let github = FakeGitHub::start(APP_ID, &key).await;
+    github.install(INSTALLATION, REPO);
+    github.commit(REPO, "base", &[]);
+    github.commit(REPO, "head", &[("pod.yaml", POD)]);
+    github.open_pr(REPO, 2, "base", "head");
+    let tmp = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", tmp.path().join("kubeharden.db").display());
+    // The job is mid-flight (its blob takes a second) when the signal comes.
+    github.stall(http::Method::GET, "/git/blobs/", Duration::from_secs(1), 1);
+    let mut app = start(&github.url, &db, free_port(), &tmp.path().join("app.log"));
+    ready(&app).await;
+    let event = pull_request_event("opened", 2, "base", "head");
+    assert_eq!(
+        deliver_to(&app.url, "pull_request", &event, Some(SECRET), "delivery-2").await,
+        202
+    );
+    until(|| github.calls().iter().any(|c| c.contains("/git/blobs/"))).await;
+    let pid = app.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || app.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The job was allowed to finish within the grace period.
+    let runs = github.take_check_runs();
+    assert_eq!((runs.len(), runs[0].status.as_str()), (1, "completed"));
+    assert_eq!(github.take_reviews().len(), 1);
+}
