@@ -221,6 +221,9 @@ struct RulesArgs {
     /// Print the rules as JSON.
     #[arg(long)]
     json: bool,
+    /// Write each rule's documentation page to DIR/<rule-id>.md.
+    #[arg(long, value_name = "DIR")]
+    write_docs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -862,6 +865,20 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 fn list_rules(args: RulesArgs) -> Result<ExitCode> {
     let registry = registry(args.rules.as_deref())?;
+    if let Some(dir) = &args.write_docs {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for rule in registry.iter() {
+            let path = dir.join(format!("{}.md", rule.id));
+            std::fs::write(&path, rule.doc_page())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        println!(
+            "wrote {} rule pages to {}",
+            registry.iter().count(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = String::new();
     if args.json {
         let rules: Vec<_> = registry.iter().collect();

@@ -259,3 +259,60 @@ fn rule_file_errors_name_the_line() {
         .to_string();
     assert!(err.contains("## Why is this bad?"), "{err}");
 }
+
+#[test]
+fn the_rule_pages_in_docs_are_up_to_date() {
+    let registry = Registry::builtin().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/rules");
+    let mut stale = Vec::new();
+    for rule in registry.iter() {
+        let path = dir.join(format!("{}.md", rule.id));
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(rule.doc_page().as_str()) {
+            stale.push(rule.id.clone());
+        }
+    }
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert!(
+        stale.is_empty() && pages == registry.iter().count(),
+        "docs/rules is stale for {stale:?} ({pages} pages): run `cargo run -- rules --write-docs docs/rules`"
+    );
+}
+
+#[test]
+fn the_app_manifest_asks_for_the_events_and_the_least_permissions() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("app-manifest/kubeharden.json"),
+    )
+    .unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(m["public"], false);
+    assert_eq!(
+        m["default_events"],
+        serde_json::json!(["pull_request", "check_run", "issue_comment"])
+    );
+    let permissions = m["default_permissions"].as_object().unwrap();
+    let mut names: Vec<&str> = permissions.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["checks", "contents", "issues", "metadata", "pull_requests"]
+    );
+    assert_eq!(m["default_permissions"]["metadata"], "read");
+    assert!(
+        m["hook_attributes"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/github/webhooks")
+    );
+    // The README justifies every permission it asks for.
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("app-manifest/README.md"),
+    )
+    .unwrap();
+    for name in names {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "{name} is not explained"
+        );
+    }
+}

@@ -374,6 +374,45 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// The rule's page for `docs/rules/<id>.md`: a header of facts, then its documentation.
+    pub fn doc_page(&self) -> String {
+        let mut page = format!("# {} (`{}`)\n\n", self.title, self.id);
+        let fact = |page: &mut String, name: &str, value: &str| {
+            page.push_str(&format!("- **{name}:** {value}\n"));
+        };
+        fact(&mut page, "Profile", self.profile.as_str());
+        fact(&mut page, "Default severity", self.severity.as_str());
+        if let Some(c) = &self.pss_control {
+            fact(&mut page, "Pod Security Standards control", c);
+        }
+        if let Some(n) = &self.nsa_section {
+            fact(&mut page, "NSA/CISA guidance", n);
+        }
+        if let Some(v) = self.since {
+            fact(&mut page, "Applies from Kubernetes", &v.to_string());
+        }
+        let fix = match (&self.fix, self.is_fixable()) {
+            (Some(f), true) => format!("{:?}", f.applicability).to_lowercase(),
+            _ => "none".into(),
+        };
+        fact(&mut page, "Automatic fix", &fix);
+        if !self.enabled_by_default {
+            fact(
+                &mut page,
+                "Enabled",
+                "only when listed under `rules.enable`",
+            );
+        }
+        page.push('\n');
+        page.push_str(self.docs.trim_end());
+        page.push_str("\n\n---\n\nGenerated from `rules/");
+        page.push_str(&self.id);
+        page.push_str(".yaml` by `kubeharden rules --write-docs docs/rules`; edit the rule file, not this page.\n");
+        page
+    }
+}
+
 /// Doc sections every rule must have, in this order.
 pub const DOC_SECTIONS: [&str; 5] = [
     "## What it does",
