@@ -370,7 +370,7 @@ impl Rule {
     }
 
     pub fn docs_url(&self) -> String {
-        format!("https://kubeharden.dev/rules/{}", self.id)
+        format!("{DOCS_BASE}/{}.md", self.id)
     }
 }
 
@@ -412,6 +412,9 @@ impl Rule {
         page
     }
 }
+
+/// Where the generated rule pages (`docs/rules`) are published.
+pub const DOCS_BASE: &str = "https://github.com/kubeharden/kubeharden/blob/main/docs/rules";
 
 /// Doc sections every rule must have, in this order.
 pub const DOC_SECTIONS: [&str; 5] = [
