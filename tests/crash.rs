@@ -81,8 +81,8 @@ async fn until(mut done: impl FnMut() -> bool) {
     panic!("timed out");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_once() {
+/// A fake GitHub holding one pull request that adds an insecure Pod.
+async fn github_with_pr(number: u64) -> FakeGitHub {
     let key = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/github/test-app-key.pub.pem"),
@@ -92,7 +92,13 @@ async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_on
     github.install(INSTALLATION, REPO);
     github.commit(REPO, "base", &[]);
     github.commit(REPO, "head", &[("pod.yaml", POD)]);
-    github.open_pr(REPO, 1, "base", "head");
+    github.open_pr(REPO, number, "base", "head");
+    github
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_once() {
+    let github = github_with_pr(1).await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let db = format!("sqlite://{}", dir.join("kubeharden.db").display());
@@ -181,16 +187,7 @@ async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_job_finish_then_exits() {
-    let key = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/github/test-app-key.pub.pem"),
-    )
-    .unwrap();
-    let github = FakeGitHub::start(APP_ID, &key).await;
-    github.install(INSTALLATION, REPO);
-    github.commit(REPO, "base", &[]);
-    github.commit(REPO, "head", &[("pod.yaml", POD)]);
-    github.open_pr(REPO, 2, "base", "head");
+    let github = github_with_pr(2).await;
     let tmp = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", tmp.path().join("kubeharden.db").display());
     // The job is mid-flight (its blob takes a second) when the signal comes.
