@@ -16,6 +16,11 @@ use crate::rules::{Profile, Registry, Severity};
 use crate::source::{SourceFile, TextRange};
 use crate::yaml::{self, de::from_node};
 
+/// Files KubeHarden reads as manifests.
+pub fn is_yaml(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
 /// Where a repository keeps its configuration, in the order they are looked for.
 pub const CONFIG_PATHS: [&str; 2] = [".github/kubeharden.yaml", ".kubeharden.yaml"];
 
@@ -234,6 +239,11 @@ impl Config {
             include_set,
             exclude_set,
         })
+    }
+
+    /// Whether a changed file of a pull request is linted: YAML, inside the configured paths.
+    pub fn lints_changed(&self, path: &str) -> bool {
+        is_yaml(path) && self.selects(Path::new(path))
     }
 
     /// Whether a repository-relative path is linted.

@@ -390,6 +390,9 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub fn is_permanent(error: &anyhow::Error) -> bool {
     use crate::github::GitHubError;
     for cause in error.chain() {
+        if cause.downcast_ref::<Permanent>().is_some() {
+            return true;
+        }
         if let Some(e) = cause.downcast_ref::<GitHubError>() {
             return match e {
                 GitHubError::Status {
@@ -405,6 +408,11 @@ pub fn is_permanent(error: &anyhow::Error) -> bool {
     }
     false
 }
+
+/// A failure that no retry can change, whatever raised it (a delivery without an installation).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent(pub String);
 
 /// Exponential backoff with ±20 % jitter from a base delay, capped at an hour.
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
@@ -467,6 +475,17 @@ mod tests {
         }
     }
 
+    /// Claim with a minute's lease.
+    async fn next(s: &Store, worker: &str) -> Option<Job> {
+        s.claim(worker, Duration::from_secs(60)).await.unwrap()
+    }
+
+    async fn store_job(s: &Store, delivery: &str, job: NewJob) {
+        s.accept(delivery, "pull_request", Some(&job))
+            .await
+            .unwrap();
+    }
+
     /// The same test on SQLite, and on PostgreSQL when a server is configured.
     async fn stores() -> (Vec<std::sync::Arc<Store>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -504,43 +523,18 @@ mod tests {
     async fn the_newest_head_supersedes_and_one_job_per_pr_runs() {
         let (stores, _d) = stores().await;
         for s in &stores {
-            s.accept("d1", "pull_request", Some(&job(1, "a")))
-                .await
-                .unwrap();
-            s.accept("d2", "pull_request", Some(&job(1, "b")))
-                .await
-                .unwrap();
-            s.accept("d3", "pull_request", Some(&job(2, "x")))
-                .await
-                .unwrap();
-            let first = s
-                .claim("w1", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .unwrap();
+            store_job(s, "d1", job(1, "a")).await;
+            store_job(s, "d2", job(1, "b")).await;
+            store_job(s, "d3", job(2, "x")).await;
+            let first = next(s, "w1").await.unwrap();
             assert_eq!((first.pr, first.head_sha.as_str()), (1, "b"));
-            let second = s
-                .claim("w2", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .unwrap();
+            let second = next(s, "w2").await.unwrap();
             assert_eq!(second.pr, 2);
             // A new head for PR 1 while its job runs: queued, not claimable until the first ends.
-            s.accept("d4", "pull_request", Some(&job(1, "c")))
-                .await
-                .unwrap();
-            assert!(
-                s.claim("w3", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            store_job(s, "d4", job(1, "c")).await;
+            assert!(next(s, "w3").await.is_none());
             s.finish(first.id, JobState::Done, None).await.unwrap();
-            let third = s
-                .claim("w3", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .unwrap();
+            let third = next(s, "w3").await.unwrap();
             assert_eq!(third.head_sha, "c");
             let states: Vec<(String, JobState)> = s
                 .list(None, 10)
@@ -561,9 +555,7 @@ mod tests {
     async fn an_expired_lease_makes_a_job_claimable_again() {
         let (stores, _d) = stores().await;
         for s in &stores {
-            s.accept("d1", "pull_request", Some(&job(1, "a")))
-                .await
-                .unwrap();
+            store_job(s, "d1", job(1, "a")).await;
             let j = s
                 .claim("dead-worker", Duration::from_millis(1))
                 .await
@@ -571,11 +563,7 @@ mod tests {
                 .unwrap();
             assert_eq!(j.attempts, 1);
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let again = s
-                .claim("w2", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .unwrap();
+            let again = next(s, "w2").await.unwrap();
             assert_eq!((again.id, again.attempts), (j.id, 2), "{:?}", s.backend);
         }
     }
@@ -584,39 +572,19 @@ mod tests {
     async fn retries_wait_and_operators_can_requeue_dead_jobs() {
         let (stores, _d) = stores().await;
         for s in &stores {
-            s.accept("d1", "pull_request", Some(&job(1, "a")))
-                .await
-                .unwrap();
-            let j = s
-                .claim("w", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .unwrap();
+            store_job(s, "d1", job(1, "a")).await;
+            let j = next(s, "w").await.unwrap();
             s.retry_later(j.id, Duration::from_secs(3600), "502")
                 .await
                 .unwrap();
-            assert!(
-                s.claim("w", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            assert!(next(s, "w").await.is_none());
             s.finish(j.id, JobState::Dead, Some("404 Not Found"))
                 .await
                 .unwrap();
             let dead = s.list(Some(JobState::Dead), 10).await.unwrap();
             assert_eq!(dead[0].last_error.as_deref(), Some("404 Not Found"));
             assert!(s.requeue(j.id).await.unwrap());
-            assert_eq!(
-                s.claim("w", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .id,
-                j.id,
-                "{:?}",
-                s.backend
-            );
+            assert_eq!(next(s, "w").await.unwrap().id, j.id, "{:?}", s.backend);
         }
     }
 
@@ -633,12 +601,7 @@ mod tests {
             let tasks: Vec<_> = (0..20)
                 .map(|i| {
                     let s = s.clone();
-                    tokio::spawn(async move {
-                        s.claim(&format!("w{i}"), Duration::from_secs(60))
-                            .await
-                            .unwrap()
-                            .map(|j| j.id)
-                    })
+                    tokio::spawn(async move { next(&s, &format!("w{i}")).await.map(|j| j.id) })
                 })
                 .collect();
             let mut ids = Vec::new();

@@ -114,15 +114,8 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:3000")]
     listen: String,
-    /// Where deliveries and jobs are kept: sqlite://FILE (the default, created on first start)
-    /// or postgres://… for several replicas.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://kubeharden.db",
-        hide_env_values = true
-    )]
-    database_url: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Jobs run at once by this process.
     #[arg(long, env = "WORKERS", default_value_t = 2)]
     workers: usize,
@@ -145,6 +138,19 @@ struct ServeArgs {
     rules: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    /// Where deliveries and jobs are kept: sqlite://FILE (the default, created on first start)
+    /// or postgres://… for several replicas.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://kubeharden.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -153,13 +159,8 @@ enum LogFormat {
 
 #[derive(clap::Args)]
 struct JobsArgs {
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://kubeharden.db",
-        hide_env_values = true
-    )]
-    database_url: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
     #[command(subcommand)]
     action: JobsAction,
 }
@@ -249,7 +250,23 @@ fn main() -> ExitCode {
 fn registry(dir: Option<&Path>) -> Result<Registry> {
     let mut registry = Registry::builtin().context("built-in rules are broken")?;
     if let Some(dir) = dir {
-        registry.extend_from_dir(dir)?;
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read rules from {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| kubeharden::config::is_yaml(&p.to_string_lossy()))
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((path.display().to_string(), text));
+        }
+        registry.extend(
+            files
+                .iter()
+                .map(|(origin, text)| (origin.clone(), text.as_str())),
+        )?;
     }
     Ok(registry)
 }
@@ -457,7 +474,7 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
         if let Some(fix) = registry.get(id).and_then(|r| r.fix.as_ref()) {
             eprintln!(
                 "warning: [{id}] {}",
-                fix.safety.split_whitespace().collect::<Vec<_>>().join(" ")
+                kubeharden::source::one_line(&fix.safety)
             );
         }
     }
@@ -522,7 +539,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         lease: std::time::Duration::from_secs(args.job_lease_seconds.max(1)),
     });
     runtime.block_on(async move {
-        let store = std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database_url).await?);
+        let store = std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database.database_url).await?);
         let state = kubeharden::server::ServerState::new(webhook_secret, jobs, store);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let grace = std::time::Duration::from_secs(args.shutdown_grace);
@@ -588,7 +605,7 @@ fn jobs(args: JobsArgs) -> Result<ExitCode> {
     use kubeharden::jobs::{JobState, Store};
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let store = Store::open(&args.database_url).await?;
+        let store = Store::open(&args.database.database_url).await?;
         match args.action {
             JobsAction::List { state, limit } => {
                 let state = match state.as_deref() {
@@ -679,8 +696,7 @@ fn review(args: ReviewArgs) -> Result<ExitCode> {
         };
         let Some(path) = path else { break };
         if !matches!(status.chars().next(), Some('A' | 'M' | 'R' | 'C'))
-            || !(path.ends_with(".yaml") || path.ends_with(".yml"))
-            || !config.selects(Path::new(path))
+            || !config.lints_changed(path)
         {
             continue;
         }
@@ -856,7 +872,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             if !name.starts_with('.') {
                 walk(&path, out)?;
             }
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if kubeharden::config::is_yaml(&name) {
             out.push(path);
         }
     }

@@ -58,7 +58,7 @@ pub async fn review_pull_request(
     let installation = event
         .installation
         .as_ref()
-        .context("the delivery names no installation")?
+        .ok_or_else(|| crate::jobs::Permanent("the delivery names no installation".into()))?
         .id;
     let repo = &event.repository;
     let pr = &event.pull_request;
@@ -163,7 +163,7 @@ async fn review_with_check(
     let open: HashSet<&str> = threads
         .iter()
         .filter(|t| !t.resolved)
-        .filter_map(|t| t.fingerprint.as_deref())
+        .map(|t| t.fingerprint.as_str())
         .collect();
     let first_review = threads.is_empty();
     let comments: Vec<_> = plan
@@ -194,11 +194,7 @@ async fn review_with_check(
     let current: HashSet<&str> = plan.fingerprints.iter().map(String::as_str).collect();
     let mut resolved = 0;
     for thread in threads.iter().filter(|t| !t.resolved) {
-        if thread
-            .fingerprint
-            .as_deref()
-            .is_some_and(|f| !current.contains(f))
-        {
+        if !current.contains(thread.fingerprint.as_str()) {
             match client.resolve_thread(&thread.id).await {
                 Ok(()) => resolved += 1,
                 Err(e) => tracing::warn!(
@@ -276,8 +272,7 @@ async fn fetch_files(
                 "added" | "modified" | "renamed" | "changed" | "copied"
             )
         })
-        .filter(|f| f.filename.ends_with(".yaml") || f.filename.ends_with(".yml"))
-        .filter(|f| config.selects(std::path::Path::new(&f.filename)))
+        .filter(|f| config.lints_changed(&f.filename))
         .collect();
     let limit = Arc::new(tokio::sync::Semaphore::new(cx.fetch_concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();

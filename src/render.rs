@@ -130,14 +130,6 @@ fn finding_json(f: &Finding) -> Value {
     })
 }
 
-fn sarif_level(s: Severity) -> &'static str {
-    match s {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-        Severity::Note => "note",
-    }
-}
-
 /// SARIF 2.1.0, as GitHub code scanning and other SARIF consumers read it.
 pub fn sarif(report: &Report, rules: &[&Rule]) -> String {
     let rule_index = |id: &str| rules.iter().position(|r| r.id == id);
@@ -159,7 +151,7 @@ pub fn sarif(report: &Report, rules: &[&Rule]) -> String {
                 "fullDescription": {"text": first_paragraph(&r.docs)},
                 "helpUri": r.docs_url(),
                 "help": {"text": r.docs, "markdown": r.docs},
-                "defaultConfiguration": {"level": sarif_level(r.severity)},
+                "defaultConfiguration": {"level": r.severity.as_str()},
                 "properties": {"tags": tags, "profile": r.profile.as_str()},
             })
         })
@@ -170,7 +162,7 @@ pub fn sarif(report: &Report, rules: &[&Rule]) -> String {
         .map(|f| {
             let mut result = json!({
                 "ruleId": f.rule,
-                "level": sarif_level(f.severity),
+                "level": f.severity.as_str(),
                 "message": {"text": sarif_message(f)},
                 "locations": [{
                     "physicalLocation": {
@@ -238,7 +230,7 @@ fn first_paragraph(docs: &str) -> String {
     docs.split("## What it does")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(crate::source::one_line)
         .unwrap_or_default()
 }
 

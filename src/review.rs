@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::fix::{fix_file, suggest};
 use crate::lint::{Finding, Linter, Report};
 use crate::rules::{Applicability, Registry, Severity};
-use crate::source::SourceFile;
+use crate::source::{SourceFile, one_line};
 
 /// GitHub allows this many characters in a comment or check-run text.
 pub const MAX_BODY: usize = 65_000;
@@ -391,10 +391,6 @@ fn longest_run(s: &str, ch: char) -> usize {
         best = best.max(run);
     }
     best
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The first sentence of a rule's "Why is this bad?" section.

@@ -148,6 +148,11 @@ fn memchr_iter(needle: u8, haystack: &[u8]) -> impl Iterator<Item = usize> + '_ 
         .filter_map(move |(i, &b)| (b == needle).then_some(i))
 }
 
+/// Text on one line, runs of whitespace (line breaks too) made single spaces.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The text of one file together with its name and line index.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
@@ -186,6 +191,16 @@ impl SourceFile {
 
     pub fn line_col(&self, offset: usize) -> LineCol {
         self.lines.line_col(offset, &self.text)
+    }
+
+    /// Byte offset of the line holding `offset`.
+    pub fn line_start_of(&self, offset: usize) -> usize {
+        self.lines.line_start(self.lines.line_of(offset))
+    }
+
+    /// 0-based column in bytes: for indentation, which is spaces.
+    pub fn byte_column(&self, offset: usize) -> usize {
+        offset - self.line_start_of(offset)
     }
 
     /// Line ending used by the file: the first one found, `\n` when there is none.

@@ -988,3 +988,17 @@ async fn a_job_that_cannot_finish_fails_its_check_run_instead_of_leaving_it_runn
     );
     assert!(h.github.take_reviews().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_without_an_installation_is_dead_at_once() {
+    let h = Harness::start().await;
+    let mut event = pull_request_event("opened", 28, "base1", "head1");
+    event.as_object_mut().unwrap().remove("installation");
+    assert_eq!(h.deliver("pull_request", &event).await, 202);
+    let job = h.state.store.list(None, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (job.state, job.attempts),
+        (kubeharden::jobs::JobState::Dead, 1)
+    );
+    assert!(job.last_error.unwrap().contains("no installation"));
+}

@@ -484,3 +484,25 @@ fn serve_refuses_to_start_without_credentials_and_never_echoes_them() {
     let out = run(&[("WEBHOOK_SECRET", "s3cr3t-value")], &["--help"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t-value"));
 }
+
+#[test]
+fn a_rules_directory_overrides_and_rejects_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = std::fs::read_to_string(examples().join("rules/host-pid.yaml")).unwrap();
+    let changed = builtin.replace("severity: error", "severity: note");
+    std::fs::write(dir.path().join("host-pid.yaml"), &changed).unwrap();
+    std::fs::write(dir.path().join("pod.yaml.txt"), "not a rule").unwrap();
+    let rules = dir.path().to_str().unwrap();
+    let out = kubeharden(&["rules", "--rules", rules], examples());
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("host-pid ") && l.contains(" note ")),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(dir.path().join("again.yaml"), &changed).unwrap();
+    let out = kubeharden(&["rules", "--rules", rules], examples());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("duplicate rule id `host-pid`"));
+}

@@ -220,24 +220,26 @@ fn the_catalog_ids_are_all_there() {
 }
 
 #[test]
-fn a_rules_dir_overrides_and_rejects_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
+fn extra_rule_files_override_and_reject_duplicates() {
     let builtin =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/host-pid.yaml"))
             .unwrap();
     let changed = builtin.replace("severity: error", "severity: note");
-    std::fs::write(dir.path().join("host-pid.yaml"), &changed).unwrap();
     let mut registry = Registry::builtin().unwrap();
-    registry.extend_from_dir(dir.path()).unwrap();
+    registry
+        .extend([("extra/host-pid.yaml".to_string(), changed.as_str())])
+        .unwrap();
     assert_eq!(
         registry.get("host-pid").unwrap().severity,
         kubeharden::rules::Severity::Note
     );
 
-    std::fs::write(dir.path().join("again.yaml"), &changed).unwrap();
     let err = Registry::builtin()
         .unwrap()
-        .extend_from_dir(dir.path())
+        .extend([
+            ("extra/again.yaml".to_string(), changed.as_str()),
+            ("extra/host-pid.yaml".to_string(), changed.as_str()),
+        ])
         .unwrap_err();
     assert!(
         err.to_string().contains("duplicate rule id `host-pid`"),

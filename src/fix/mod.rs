@@ -206,6 +206,9 @@ pub fn fix_file(
     let mut notes = Vec::new();
     let mut unsafe_rules = BTreeSet::new();
     let mut origins = Vec::new();
+    // Syntax errors the current text already has (a fix may not add any); read from the
+    // original only if a pass ever produces one, and carried from pass to pass after that.
+    let mut known_errors: Option<Vec<crate::yaml::YamlError>> = None;
     for pass in 1..=MAX_PASSES {
         let fixes = plan(linter, &current, &report.findings, min);
         let (text, applied) = apply(&current.text, &fixes, min);
@@ -241,16 +244,14 @@ pub fn fix_file(
             });
         }
         let next = SourceFile::new(file.path.clone(), text);
-        let stream = crate::yaml::parse(&next.text, &linter.settings.limits);
-        if let Some(e) = stream
-            .errors
-            .iter()
-            .find(|e| e.kind == crate::yaml::YamlErrorKind::Syntax)
-            && !crate::yaml::parse(&current.text, &linter.settings.limits)
-                .errors
+        let next_errors = syntax_errors(&next.text, linter);
+        let new_error = next_errors.iter().find(|e| {
+            !known_errors
+                .get_or_insert_with(|| syntax_errors(&current.text, linter))
                 .iter()
                 .any(|old| old.message == e.message)
-        {
+        });
+        if let Some(e) = new_error {
             let at = next.line_col(e.range.start());
             return Err(FixError::BrokeSyntax {
                 path: file.path.clone(),
@@ -266,11 +267,18 @@ pub fn fix_file(
         }
         report = linter.lint_files(std::slice::from_ref(&next));
         current = next;
+        known_errors = Some(next_errors);
     }
     Err(FixError::NoConvergence {
         path: file.path.clone(),
         passes: MAX_PASSES,
     })
+}
+
+fn syntax_errors(text: &str, linter: &Linter<'_>) -> Vec<crate::yaml::YamlError> {
+    let mut errors = crate::yaml::parse(text, &linter.settings.limits).errors;
+    errors.retain(|e| e.kind == crate::yaml::YamlErrorKind::Syntax);
+    errors
 }
 
 /// Findings are the same across texts when rule, object, container and message agree (their

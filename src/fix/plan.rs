@@ -68,7 +68,7 @@ pub struct Style {
 pub fn detect_style(file: &SourceFile, docs: &[Document]) -> Style {
     let mut indents: BTreeMap<usize, usize> = BTreeMap::new();
     let mut dashes: BTreeMap<usize, usize> = BTreeMap::new();
-    let col = |offset: usize| offset - file.lines.line_start(file.lines.line_of(offset));
+    let col = |offset: usize| file.byte_column(offset);
     for doc in docs {
         for (_, node) in doc.nodes() {
             let NodeKind::Mapping {
@@ -502,11 +502,11 @@ impl Writer<'_> {
     }
 
     fn col(&self, offset: usize) -> usize {
-        offset - self.file.lines.line_start(self.file.lines.line_of(offset))
+        self.file.byte_column(offset)
     }
 
     fn line_start(&self, offset: usize) -> usize {
-        self.file.lines.line_start(self.file.lines.line_of(offset))
+        self.file.line_start_of(offset)
     }
 
     /// Offset just after the line break that ends the line holding `offset`, or the end of the

@@ -208,9 +208,10 @@ impl App {
         refresh: bool,
     ) -> Result<Secret, GitHubError> {
         let key = (installation, repo.to_string());
-        let mut tokens = self.tokens.lock().await;
+        // The cache is only locked to read and to store: minting (with its retries) must not
+        // hold up jobs of every other repository.
         if !refresh
-            && let Some(t) = tokens.get(&key)
+            && let Some(t) = self.tokens.lock().await.get(&key)
             && t.expires_at - chrono::Duration::minutes(5) > chrono::Utc::now()
         {
             return Ok(t.token.clone());
@@ -228,7 +229,7 @@ impl App {
         }
         let minted: Minted = send(&self.app, &self.retry, Method::POST, &path, Some(&body)).await?;
         let token = Secret::new(minted.token);
-        tokens.insert(
+        self.tokens.lock().await.insert(
             key,
             CachedToken {
                 token: token.clone(),
@@ -386,7 +387,7 @@ pub struct ChangedFile {
 pub struct ReviewThread {
     pub id: String,
     pub resolved: bool,
-    pub fingerprint: Option<String>,
+    pub fingerprint: String,
 }
 
 #[derive(Serialize)]
@@ -761,7 +762,7 @@ impl RepoClient {
                 threads.push(ReviewThread {
                     id: node["id"].as_str().unwrap_or_default().to_string(),
                     resolved: node["isResolved"].as_bool().unwrap_or(false),
-                    fingerprint: Some(fingerprint.to_string()),
+                    fingerprint: fingerprint.to_string(),
                 });
             }
             if page["pageInfo"]["hasNextPage"].as_bool() != Some(true) {

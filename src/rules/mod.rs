@@ -7,7 +7,6 @@ pub mod eval;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -436,11 +435,6 @@ pub enum RuleError {
     },
     #[error("{origin}: {message}")]
     Other { origin: String, message: String },
-    #[error("cannot read rules from {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
 }
 
 /// All known rules, by id.
@@ -452,47 +446,21 @@ pub struct Registry {
 impl Registry {
     /// The rules compiled into the binary.
     pub fn builtin() -> Result<Self, RuleError> {
-        let mut rules = BTreeMap::new();
-        for (name, text) in BUILTIN {
-            let rule = parse_rule(&format!("rules/{name}"), text)?;
-            if let Some(prev) = rules.insert(rule.id.clone(), rule) {
-                return Err(RuleError::Other {
-                    origin: format!("rules/{name}"),
-                    message: format!("duplicate rule id `{}` (also in {})", prev.id, prev.origin),
-                });
-            }
-        }
-        Ok(Self { rules })
+        let files = BUILTIN
+            .iter()
+            .map(|(name, text)| (format!("rules/{name}"), *text));
+        Ok(Self {
+            rules: parse_all(files)?,
+        })
     }
 
-    /// Add or override rules with the `*.yaml` files of `dir`.
-    pub fn extend_from_dir(&mut self, dir: &Path) -> Result<(), RuleError> {
-        let io = |source| RuleError::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-            .collect();
-        paths.sort();
-        let mut seen = BTreeMap::new();
-        for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|source| RuleError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let origin = path.display().to_string();
-            let rule = parse_rule(&origin, &text)?;
-            if let Some(prev) = seen.insert(rule.id.clone(), origin.clone()) {
-                return Err(RuleError::Other {
-                    origin,
-                    message: format!("duplicate rule id `{}` (also in {prev})", rule.id),
-                });
-            }
-            self.rules.insert(rule.id.clone(), rule);
-        }
+    /// Add or override rules with rule files given as (origin, text): `--rules DIR`, read by
+    /// the caller. An id given twice among them is an error.
+    pub fn extend<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = (String, &'a str)>,
+    ) -> Result<(), RuleError> {
+        self.rules.extend(parse_all(files)?);
         Ok(())
     }
 
@@ -520,6 +488,24 @@ impl Registry {
 pub enum Tool {
     Polaris,
     KubeLinter,
+}
+
+/// Parse rule files, rejecting an id that two of them give.
+fn parse_all<'a>(
+    files: impl IntoIterator<Item = (String, &'a str)>,
+) -> Result<BTreeMap<String, Rule>, RuleError> {
+    let mut rules: BTreeMap<String, Rule> = BTreeMap::new();
+    for (origin, text) in files {
+        let rule = parse_rule(&origin, text)?;
+        if let Some(prev) = rules.get(&rule.id) {
+            return Err(RuleError::Other {
+                message: format!("duplicate rule id `{}` (also in {})", rule.id, prev.origin),
+                origin,
+            });
+        }
+        rules.insert(rule.id.clone(), rule);
+    }
+    Ok(rules)
 }
 
 /// Parse and validate one rule file.
