@@ -51,9 +51,35 @@ impl JobState {
     }
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Review a pull request's head (from a `pull_request` delivery).
+    Review,
+    /// A `/kubeharden` command or a check-run button (a `commands::Command` payload).
+    Command,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Review => "review",
+            JobKind::Command => "command",
+        }
+    }
+
+    fn parse(s: &str) -> JobKind {
+        match s {
+            "command" => JobKind::Command,
+            _ => JobKind::Review,
+        }
+    }
+}
+
 /// A job to store with its delivery.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    pub kind: JobKind,
     pub repo: String,
     pub pr: u64,
     pub head_sha: String,
@@ -64,6 +90,7 @@ pub struct NewJob {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
+    pub kind: JobKind,
     pub delivery: String,
     pub repo: String,
     pub pr: u64,
@@ -92,8 +119,9 @@ fn now_ms() -> i64 {
 }
 
 /// Schema migrations, applied in order at start-up: (version, SQLite, PostgreSQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
     "CREATE TABLE deliveries (id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at BIGINT NOT NULL);
      CREATE TABLE jobs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,7 +140,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
      CREATE INDEX jobs_claim ON jobs (state, run_after);
      CREATE INDEX jobs_pr ON jobs (repo, pr);",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'",
+        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'",
+    ),
+];
 
 impl Store {
     /// Open (creating an SQLite file on first start) and migrate.
@@ -218,8 +252,8 @@ impl Store {
         }
         if let Some(job) = job {
             sqlx::query(
-                "INSERT INTO jobs (delivery, repo, pr, head_sha, payload, state, attempts, run_after, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
+                "INSERT INTO jobs (delivery, kind, repo, pr, head_sha, payload, state, attempts, run_after, created_at, updated_at)
+                 VALUES ($1, $7, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
             )
             .bind(delivery)
             .bind(&job.repo)
@@ -227,12 +261,15 @@ impl Store {
             .bind(&job.head_sha)
             .bind(&job.payload)
             .bind(now)
+            .bind(job.kind.as_str())
             .execute(&mut *tx)
             .await?;
-            // Older queued jobs of the pull request will never run: the newest head wins.
-            sqlx::query(
+            // Older queued reviews of the pull request will never run: the newest head wins.
+            // Commands are never superseded: each was asked for by someone.
+            if job.kind == JobKind::Review {
+                sqlx::query(
                 "UPDATE jobs SET state = 'superseded', updated_at = $1
-                 WHERE repo = $2 AND pr = $3 AND state = 'queued' AND head_sha <> $4",
+                 WHERE repo = $2 AND pr = $3 AND state = 'queued' AND head_sha <> $4 AND kind = 'review'",
             )
             .bind(now)
             .bind(&job.repo)
@@ -240,13 +277,15 @@ impl Store {
             .bind(&job.head_sha)
             .execute(&mut *tx)
             .await?;
+            }
         }
         tx.commit().await?;
         Ok(Accepted::Stored)
     }
 
-    /// Claim the next runnable job: queued and due, or running with an expired lease; the
-    /// newest of its pull request; no other job of that pull request running.
+    /// Claim the next runnable job: queued and due, or running with an expired lease; for a
+    /// review, the newest review of its pull request; no other job of that pull request
+    /// running (a commit and a review of one pull request never race each other).
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Job>> {
         let now = now_ms();
         let lock = if self.backend == Backend::Postgres {
@@ -259,12 +298,12 @@ impl Store {
              WHERE id = (
                SELECT j.id FROM jobs j
                WHERE ((j.state = 'queued' AND j.run_after <= $3) OR (j.state = 'running' AND j.lease_until < $3))
-                 AND NOT EXISTS (SELECT 1 FROM jobs n WHERE n.repo = j.repo AND n.pr = j.pr AND n.id > j.id
-                                 AND n.state IN ('queued', 'running'))
+                 AND (j.kind <> 'review' OR NOT EXISTS (SELECT 1 FROM jobs n WHERE n.repo = j.repo AND n.pr = j.pr AND n.id > j.id
+                                 AND n.kind = 'review' AND n.state IN ('queued', 'running')))
                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = j.repo AND r.pr = j.pr AND r.id <> j.id
                                  AND r.state = 'running' AND r.lease_until >= $3)
                ORDER BY j.id LIMIT 1 {lock})
-             RETURNING id, delivery, repo, pr, head_sha, payload, state, attempts, last_error"
+             RETURNING id, kind, delivery, repo, pr, head_sha, payload, state, attempts, last_error"
         );
         // The only variable part is our own lock clause.
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -348,14 +387,14 @@ impl Store {
     pub async fn list(&self, state: Option<JobState>, limit: i64) -> Result<Vec<Job>> {
         let rows = match state {
             Some(s) => sqlx::query(
-                "SELECT id, delivery, repo, pr, head_sha, payload, state, attempts, last_error FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $2",
+                "SELECT id, kind, delivery, repo, pr, head_sha, payload, state, attempts, last_error FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $2",
             )
             .bind(s.as_str())
             .bind(limit)
             .fetch_all(&self.pool)
             .await?,
             None => sqlx::query(
-                "SELECT id, delivery, repo, pr, head_sha, payload, state, attempts, last_error FROM jobs ORDER BY id DESC LIMIT $1",
+                "SELECT id, kind, delivery, repo, pr, head_sha, payload, state, attempts, last_error FROM jobs ORDER BY id DESC LIMIT $1",
             )
             .bind(limit)
             .fetch_all(&self.pool)
@@ -428,6 +467,7 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job> {
     Ok(Job {
         id: r.try_get("id")?,
+        kind: JobKind::parse(&r.try_get::<String, _>("kind")?),
         delivery: r.try_get("delivery")?,
         repo: r.try_get("repo")?,
         pr: r.try_get::<i64, _>("pr")? as u64,
@@ -468,6 +508,7 @@ mod tests {
 
     fn job(pr: u64, head: &str) -> NewJob {
         NewJob {
+            kind: JobKind::Review,
             repo: "acme/deploy".into(),
             pr,
             head_sha: head.into(),
@@ -545,6 +586,40 @@ mod tests {
                 .collect();
             assert!(
                 states.contains(&("a".into(), JobState::Superseded)),
+                "{:?}",
+                s.backend
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_run_in_order_beside_reviews_and_are_never_superseded() {
+        let (stores, _d) = stores().await;
+        let command = |pr| NewJob {
+            kind: JobKind::Command,
+            head_sha: String::new(),
+            ..job(pr, "")
+        };
+        for s in &stores {
+            store_job(s, "d1", job(1, "a")).await;
+            store_job(s, "c1", command(1)).await;
+            store_job(s, "c2", command(1)).await;
+            // A new head supersedes the older review, not the commands.
+            store_job(s, "d2", job(1, "b")).await;
+            let mut order = Vec::new();
+            while let Some(j) = next(s, "w").await {
+                // One job of a pull request at a time, whatever its kind.
+                assert!(next(s, "w2").await.is_none(), "{:?}", s.backend);
+                order.push((j.kind, j.delivery.clone()));
+                s.finish(j.id, JobState::Done, None).await.unwrap();
+            }
+            assert_eq!(
+                order,
+                [
+                    (JobKind::Command, "c1".to_string()),
+                    (JobKind::Command, "c2".to_string()),
+                    (JobKind::Review, "d2".to_string()),
+                ],
                 "{:?}",
                 s.backend
             );

@@ -4,6 +4,7 @@
 //! network, no global state. The shell (the CLI today; the GitHub App later) only reads inputs
 //! and prints or posts what the core produced.
 
+pub mod commands;
 pub mod config;
 pub mod fix;
 pub mod github;

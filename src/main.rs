@@ -414,7 +414,11 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
             let output = if result.fixed == file.text {
                 Output::Unchanged
             } else if !args.write {
-                Output::Diff(unified_diff(&file.path, &file.text, &result.fixed))
+                Output::Diff(kubeharden::commands::unified_diff(
+                    &file.path,
+                    &file.text,
+                    &result.fixed,
+                ))
             } else {
                 Output::Fixed(result.fixed.clone())
             };
@@ -618,13 +622,14 @@ fn jobs(args: JobsArgs) -> Result<ExitCode> {
                     Some(other) => bail!("unknown state `{other}`"),
                 };
                 println!(
-                    "{:>6}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  LAST ERROR",
-                    "ID", "STATE", "ATTEMPTS", "REPOSITORY", "PR", "HEAD"
+                    "{:>6}  {:<8}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  LAST ERROR",
+                    "ID", "KIND", "STATE", "ATTEMPTS", "REPOSITORY", "PR", "HEAD"
                 );
                 for j in store.list(state, limit).await? {
                     println!(
-                        "{:>6}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  {}",
+                        "{:>6}  {:<8}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  {}",
                         j.id,
+                        j.kind.as_str(),
                         j.state.as_str(),
                         j.attempts,
                         j.repo,
@@ -782,20 +787,6 @@ struct FileOutcome {
     failed: bool,
     unsafe_rules: std::collections::BTreeSet<String>,
     notes: Vec<String>,
-}
-
-/// A unified diff with git-style headers and three lines of context.
-fn unified_diff(path: &str, old: &str, new: &str) -> String {
-    let diff = similar::TextDiff::from_lines(old, new);
-    let mut out = diff
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("a/{path}"), &format!("b/{path}"))
-        .to_string();
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out
 }
 
 fn collect_inputs(

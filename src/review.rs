@@ -114,6 +114,10 @@ pub struct ReviewPlan {
     pub findings: usize,
     /// Findings that a suggestion (posted or not) would fix.
     pub fixable: usize,
+    /// Of those, the ones the app may commit (not under `.github/workflows/`)...
+    pub committable: usize,
+    /// ...and of these, the ones whose fix is safe (what the **Apply fixes** button commits).
+    pub safe_fixable: usize,
     /// Findings by rule, for metrics.
     pub rule_counts: BTreeMap<String, usize>,
     /// Fingerprints of every comment the review would carry, before the 50-comment cap: a
@@ -169,6 +173,8 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
     let mut comments = Vec::new();
     let mut fingerprints = Vec::new();
     let mut fixable = 0;
+    let mut safe_fixable = 0;
+    let mut committable = 0;
     for (file, source) in files.iter().zip(&sources) {
         let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
         // A file that does not fix cleanly still gets its findings, just no suggestions.
@@ -194,6 +200,13 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
                 continue;
             }
             fixable += findings.len();
+            if crate::commands::may_touch(&file.path) {
+                committable += findings.len();
+                safe_fixable += findings
+                    .iter()
+                    .filter(|f| f.applicability == Some(Applicability::Safe))
+                    .count();
+            }
             let s = &r.suggestion;
             let fingerprint = fingerprint(&file.path, &findings);
             fingerprints.push(fingerprint.clone());
@@ -227,14 +240,15 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
     let annotations = report.findings.iter().map(annotation).collect();
     let total_comments = comments.len();
     comments.truncate(MAX_COMMENTS);
-    let (check_title, check_summary) = summary(&report, fixable, threshold);
+    let (check_title, check_summary) =
+        summary(&report, fixable, committable, safe_fixable, threshold);
     let mut body = String::new();
     if !report.findings.is_empty() {
         body = format!("## KubeHarden: {check_title}\n\n{check_summary}");
         if total_comments > MAX_COMMENTS {
             let _ = write!(
                 body,
-                "\n\n{} more suggestions are not shown inline (GitHub reviews carry at most {MAX_COMMENTS}); apply them all with `kubeharden fix --write --unsafe-fixes` or the **Apply fixes** button.",
+                "\n\n{} more suggestions are not shown inline (GitHub reviews carry at most {MAX_COMMENTS}); commit them all with the **Apply fixes** button, `/kubeharden fix`, or `kubeharden fix --write --unsafe-fixes` locally.",
                 total_comments - MAX_COMMENTS
             );
         }
@@ -250,6 +264,8 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         check_summary: clip(&check_summary, MAX_BODY),
         findings: report.findings.len(),
         fixable,
+        committable,
+        safe_fixable,
         fingerprints,
         rule_counts: report.findings.iter().fold(BTreeMap::new(), |mut m, f| {
             *m.entry(f.rule.clone()).or_default() += 1;
@@ -405,7 +421,13 @@ fn why_sentence(docs: &str) -> String {
     }
 }
 
-fn summary(report: &Report, fixable: usize, threshold: Severity) -> (String, String) {
+fn summary(
+    report: &Report,
+    fixable: usize,
+    committable: usize,
+    safe_fixable: usize,
+    threshold: Severity,
+) -> (String, String) {
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
     let (e, w, n) = (
         count(Severity::Error),
@@ -433,9 +455,35 @@ fn summary(report: &Report, fixable: usize, threshold: Severity) -> (String, Str
     if fixable > 0 {
         let _ = writeln!(
             s,
-            "\n{fixable} finding{} can be fixed by committing the suggestions, one by one or in a batch, or all at once with the **Apply fixes** button, a `/kubeharden fix` comment, or `kubeharden fix --write --unsafe-fixes` locally.",
+            "\n{fixable} finding{} can be fixed by committing the suggestions, one by one or in a batch.",
             if fixable == 1 { "" } else { "s" }
         );
+        if safe_fixable > 0 {
+            let _ = writeln!(
+                s,
+                "A `/kubeharden fix` comment (or the **Apply fixes** button) commits the {safe_fixable} safe fix{} at once.",
+                if safe_fixable == 1 { "" } else { "es" }
+            );
+        }
+        let unsafe_count = committable - safe_fixable;
+        if unsafe_count > 0 {
+            let _ = writeln!(
+                s,
+                "{} fix{} unsafe: read {} in the review, then `/kubeharden fix --unsafe` (or **Apply all fixes**) commits {} too.",
+                unsafe_count,
+                if unsafe_count == 1 { " is" } else { "es are" },
+                if unsafe_count == 1 { "it" } else { "them" },
+                if unsafe_count == 1 { "it" } else { "them" },
+            );
+        }
+        if committable < fixable {
+            let _ = writeln!(
+                s,
+                "The app never commits to `.github/workflows/`: {} fix{} there must be committed by hand.",
+                fixable - committable,
+                if fixable - committable == 1 { "" } else { "es" },
+            );
+        }
     }
     if !report.findings.is_empty() {
         let _ = write!(s, "\n{}", table(report));
@@ -476,6 +524,11 @@ fn table(report: &Report) -> String {
 }
 
 /// Cut text to at most `max` bytes on a character boundary, saying so.
+/// Cut a comment to what GitHub accepts.
+pub fn clip_body(s: &str) -> String {
+    clip(s, MAX_BODY)
+}
+
 fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();

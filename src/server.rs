@@ -18,10 +18,11 @@ use tokio::sync::Notify;
 
 use tokio::sync::watch;
 
+use crate::commands::{self, Command};
 use crate::github::Secret;
 use crate::github::events::{Event, PullRequestEvent};
-use crate::jobs::{self, Accepted, JobState, NewJob, Store};
-use crate::pipeline::{self, JobContext};
+use crate::jobs::{self, Accepted, JobKind, JobState, NewJob, Store};
+use crate::pipeline::{self, CommandJob, JobContext};
 
 /// GitHub's cap on a webhook payload.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
@@ -120,9 +121,19 @@ async fn run_job(state: &ServerState, job: jobs::Job) {
     run_job_in_span(state, job).instrument(span).await;
 }
 
+/// What a stored job runs.
+enum Work {
+    Review(Box<PullRequestEvent>),
+    Command(Box<CommandJob>),
+}
+
 async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
-    let event: PullRequestEvent = match serde_json::from_str(&job.payload) {
-        Ok(e) => e,
+    let work = match job.kind {
+        JobKind::Review => serde_json::from_str(&job.payload).map(Work::Review),
+        JobKind::Command => serde_json::from_str(&job.payload).map(Work::Command),
+    };
+    let work = match work {
+        Ok(w) => w,
         Err(e) => {
             let _ = state
                 .store
@@ -150,9 +161,22 @@ async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
         })
     };
     let started = std::time::Instant::now();
-    let result =
-        pipeline::review_pull_request(&state.jobs, &event, job.attempts >= jobs::MAX_ATTEMPTS)
-            .await;
+    let last_attempt = job.attempts >= jobs::MAX_ATTEMPTS;
+    let result = match &work {
+        Work::Review(event) => {
+            pipeline::review_pull_request(&state.jobs, event, last_attempt, false).await
+        }
+        Work::Command(command) => {
+            pipeline::run_command(
+                &state.jobs,
+                command,
+                &job.delivery,
+                job.attempts > 1,
+                last_attempt,
+            )
+            .await
+        }
+    };
     crate::metrics::job_finished(started.elapsed().as_secs_f64());
     heartbeat.abort();
     let stored = match result {
@@ -294,48 +318,114 @@ async fn ready(State(state): State<Arc<ServerState>>) -> Response {
 }
 
 async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Response {
-    match hook.event {
+    let job = match &hook.event {
         Event::PullRequest(event) => {
             // Drafts are decided with the base branch's configuration, inside the job.
-            if !event.wants_review(true) {
-                crate::metrics::delivery(&hook.name, "ignored");
-                return (StatusCode::OK, "ignored").into_response();
-            }
-            let job = NewJob {
+            event.wants_review(true).then(|| NewJob {
+                kind: JobKind::Review,
                 repo: event.repository.full_name(),
                 pr: event.number,
                 head_sha: event.pull_request.head.sha.clone(),
                 payload: String::from_utf8_lossy(&hook.body).into_owned(),
-            };
-            match state
-                .store
-                .accept(&hook.delivery, &hook.name, Some(&job))
-                .await
-            {
-                Ok(Accepted::Stored) => {
-                    crate::metrics::delivery(&hook.name, "queued");
-                    tracing::info!(delivery = hook.delivery, pr = event.number, repo = job.repo, action = ?event.action, "review queued");
-                    state.wake.notify_one();
-                    (StatusCode::ACCEPTED, "queued").into_response()
-                }
-                Ok(Accepted::Duplicate) => {
-                    crate::metrics::delivery(&hook.name, "duplicate");
-                    (StatusCode::OK, "already received").into_response()
-                }
-                Err(e) => {
-                    crate::metrics::delivery(&hook.name, "store_failed");
-                    // GitHub records the failed delivery, and it can be redelivered.
-                    tracing::error!(delivery = hook.delivery, "cannot store the delivery: {e:#}");
-                    (StatusCode::SERVICE_UNAVAILABLE, "cannot store the delivery").into_response()
-                }
-            }
+            })
         }
-        Event::Ping => (StatusCode::OK, "pong").into_response(),
+        Event::CheckRun(_) | Event::IssueComment(_) => command_of(&hook.event, state.jobs.app.id())
+            .map(|(head_sha, command)| NewJob {
+                kind: JobKind::Command,
+                repo: format!("{}/{}", command.owner, command.repo),
+                pr: command.pr,
+                head_sha,
+                payload: serde_json::to_string(&command).unwrap_or_default(),
+            }),
+        Event::Ping => return (StatusCode::OK, "pong").into_response(),
         Event::Other { event } => {
-            crate::metrics::delivery(&event, "ignored");
             tracing::debug!(delivery = hook.delivery, event, "ignored event");
-            (StatusCode::OK, "ignored").into_response()
+            None
         }
+    };
+    let Some(job) = job else {
+        crate::metrics::delivery(&hook.name, "ignored");
+        return (StatusCode::OK, "ignored").into_response();
+    };
+    match state
+        .store
+        .accept(&hook.delivery, &hook.name, Some(&job))
+        .await
+    {
+        Ok(Accepted::Stored) => {
+            crate::metrics::delivery(&hook.name, "queued");
+            tracing::info!(
+                delivery = hook.delivery,
+                pr = job.pr,
+                repo = job.repo,
+                kind = job.kind.as_str(),
+                "job queued"
+            );
+            state.wake.notify_one();
+            (StatusCode::ACCEPTED, "queued").into_response()
+        }
+        Ok(Accepted::Duplicate) => {
+            crate::metrics::delivery(&hook.name, "duplicate");
+            (StatusCode::OK, "already received").into_response()
+        }
+        Err(e) => {
+            crate::metrics::delivery(&hook.name, "store_failed");
+            // GitHub records the failed delivery, and it can be redelivered.
+            tracing::error!(delivery = hook.delivery, "cannot store the delivery: {e:#}");
+            (StatusCode::SERVICE_UNAVAILABLE, "cannot store the delivery").into_response()
+        }
+    }
+}
+
+/// The command a delivery carries, with the head sha it names (if any): a button on one of
+/// the app's own check runs, a "Re-run" of one, or a new `/kubeharden` comment on a pull
+/// request by a person. Everything else, bots' comments included, is no command.
+fn command_of(event: &Event, app_id: u64) -> Option<(String, CommandJob)> {
+    match event {
+        Event::CheckRun(e) => {
+            // GitHub sends these to the app that made the run; a forged app id changes nothing.
+            if e.check_run.app.as_ref().map(|a| a.id) != Some(app_id) || e.sender.is_bot() {
+                return None;
+            }
+            let command = match (e.action.as_str(), &e.requested_action) {
+                ("requested_action", Some(action)) => commands::from_action(&action.identifier)?,
+                ("rerequested", _) => Command::Recheck,
+                _ => return None,
+            };
+            Some((
+                e.check_run.head_sha.clone(),
+                CommandJob {
+                    installation: e.installation.as_ref()?.id,
+                    owner: e.repository.owner.login.clone(),
+                    repo: e.repository.name.clone(),
+                    pr: e.check_run.pull_request()?,
+                    command,
+                    requester: e.sender.login.clone(),
+                    comment: None,
+                    requested_at: chrono::Utc::now(),
+                },
+            ))
+        }
+        Event::IssueComment(e) => {
+            if e.action != "created" || e.issue.pull_request.is_none() || e.comment.user.is_bot() {
+                return None;
+            }
+            let command = commands::parse(&e.comment.body)?;
+            Some((
+                String::new(),
+                CommandJob {
+                    installation: e.installation.as_ref()?.id,
+                    owner: e.repository.owner.login.clone(),
+                    repo: e.repository.name.clone(),
+                    pr: e.issue.number,
+                    command,
+                    requester: e.comment.user.login.clone(),
+                    comment: Some(e.comment.id),
+                    requested_at: e.comment.created_at,
+                },
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -164,7 +164,7 @@ async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_on
 
     // No secret in any log line of the whole run.
     let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(logs.contains("review queued"), "the log is empty?\n{logs}");
+    assert!(logs.contains("job queued"), "the log is empty?\n{logs}");
     assert!(!logs.contains(SECRET));
     let private = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

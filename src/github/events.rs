@@ -6,6 +6,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone)]
 pub enum Event {
     PullRequest(Box<PullRequestEvent>),
+    CheckRun(Box<CheckRunEvent>),
+    IssueComment(Box<IssueCommentEvent>),
     Ping,
     /// An event or action the app does not handle.
     Other {
@@ -22,6 +24,8 @@ impl Event {
         let value: serde_json::Value = serde_json::from_slice(body)?;
         Ok(match event {
             "pull_request" => Event::PullRequest(Box::new(serde_json::from_value(value)?)),
+            "check_run" => Event::CheckRun(Box::new(serde_json::from_value(value)?)),
+            "issue_comment" => Event::IssueComment(Box::new(serde_json::from_value(value)?)),
             "ping" => Event::Ping,
             other => Event::Other {
                 event: other.to_string(),
@@ -76,8 +80,13 @@ impl PullRequestEvent {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PullRequest {
     pub number: u64,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub state: Option<String>,
     #[serde(default)]
     pub draft: bool,
+    #[serde(default)]
+    pub user: Option<User>,
     pub head: GitRef,
     pub base: GitRef,
 }
@@ -121,4 +130,97 @@ pub struct Owner {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Installation {
     pub id: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub login: String,
+    /// `User`, `Bot` or `Organization`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+impl User {
+    /// Bots, the app itself among them, never give commands: two bots must not talk to each
+    /// other forever.
+    pub fn is_bot(&self) -> bool {
+        self.kind == "Bot" || self.login.ends_with("[bot]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckRunEvent {
+    /// `requested_action` (a button), `rerequested` ("Re-run"), `created`, `completed`.
+    pub action: String,
+    pub check_run: CheckRun,
+    #[serde(default)]
+    pub requested_action: Option<RequestedAction>,
+    pub repository: Repository,
+    pub installation: Option<Installation>,
+    pub sender: User,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckRun {
+    pub id: u64,
+    pub head_sha: String,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub app: Option<AppRef>,
+    #[serde(default)]
+    pub pull_requests: Vec<PullRequestRef>,
+}
+
+impl CheckRun {
+    /// The pull request the run is about: `external_id`, which the app sets, since GitHub
+    /// leaves `pull_requests` empty for forks.
+    pub fn pull_request(&self) -> Option<u64> {
+        self.external_id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .or_else(|| self.pull_requests.first().map(|p| p.number))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppRef {
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestRef {
+    pub number: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestedAction {
+    pub identifier: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssueCommentEvent {
+    /// `created`, `edited` or `deleted`: only new comments are commands.
+    pub action: String,
+    pub issue: Issue,
+    pub comment: Comment,
+    pub repository: Repository,
+    pub installation: Option<Installation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Issue {
+    pub number: u64,
+    /// Present when the issue is a pull request.
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Comment {
+    pub id: u64,
+    #[serde(default)]
+    pub body: String,
+    pub user: User,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }

@@ -93,11 +93,39 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Permissions a review job needs; tokens are narrowed to them and to one repository.
+/// What a job may do; its installation tokens are narrowed to that and to one repository, so a
+/// review job's token cannot push even though the app may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Review,
+    /// `/kubeharden` commands and the Apply fixes button: commits, replies and reactions.
+    Commands,
+}
+
+impl Access {
+    pub fn permissions(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Access::Review => REVIEW_PERMISSIONS,
+            Access::Commands => COMMAND_PERMISSIONS,
+        }
+    }
+}
+
+/// Permissions a review job needs.
 pub const REVIEW_PERMISSIONS: &[(&str, &str)] = &[
     ("contents", "read"),
     ("pull_requests", "write"),
     ("checks", "write"),
+    ("metadata", "read"),
+];
+
+/// Permissions a command job needs: it commits (contents), replies and reacts (issues), and a
+/// recheck reviews (pull requests, checks).
+pub const COMMAND_PERMISSIONS: &[(&str, &str)] = &[
+    ("contents", "write"),
+    ("pull_requests", "write"),
+    ("checks", "write"),
+    ("issues", "write"),
     ("metadata", "read"),
 ];
 
@@ -112,7 +140,7 @@ pub struct App {
     app_id: u64,
     api_url: String,
     retry: RetryPolicy,
-    tokens: Mutex<HashMap<(u64, String), CachedToken>>,
+    tokens: Mutex<HashMap<(u64, String, Access), CachedToken>>,
 }
 
 impl App {
@@ -142,15 +170,32 @@ impl App {
         }))
     }
 
-    /// A client for one repository of one installation.
+    /// A client for one repository of one installation, with the review permissions.
     pub async fn repo(
         self: &Arc<Self>,
         installation: u64,
         owner: &str,
         repo: &str,
     ) -> Result<RepoClient, GitHubError> {
-        let token = self.token(installation, repo, false).await?;
-        RepoClient::new(self.clone(), installation, owner, repo, token)
+        self.repo_as(installation, owner, repo, Access::Review)
+            .await
+    }
+
+    /// A client for one repository of one installation, with the permissions of `access`.
+    pub async fn repo_as(
+        self: &Arc<Self>,
+        installation: u64,
+        owner: &str,
+        repo: &str,
+        access: Access,
+    ) -> Result<RepoClient, GitHubError> {
+        let token = self.token(installation, repo, access, false).await?;
+        RepoClient::new(self.clone(), installation, owner, repo, access, token)
+    }
+
+    /// The app's id, which marks the check runs and webhooks that are its own.
+    pub fn id(&self) -> u64 {
+        self.app_id
     }
 
     /// Ask GitHub to redeliver the app's recent webhook deliveries that never succeeded (GitHub
@@ -199,15 +244,16 @@ impl App {
         Ok(asked)
     }
 
-    /// An installation token narrowed to one repository and the review permissions, cached
-    /// until five minutes before it expires.
+    /// An installation token narrowed to one repository and the permissions of `access`,
+    /// cached until five minutes before it expires.
     async fn token(
         &self,
         installation: u64,
         repo: &str,
+        access: Access,
         refresh: bool,
     ) -> Result<Secret, GitHubError> {
-        let key = (installation, repo.to_string());
+        let key = (installation, repo.to_string(), access);
         // The cache is only locked to read and to store: minting (with its retries) must not
         // hold up jobs of every other repository.
         if !refresh
@@ -216,7 +262,8 @@ impl App {
         {
             return Ok(t.token.clone());
         }
-        let permissions: serde_json::Map<String, Value> = REVIEW_PERMISSIONS
+        let permissions: serde_json::Map<String, Value> = access
+            .permissions()
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
@@ -382,6 +429,43 @@ pub struct ChangedFile {
     pub patch: Option<String>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+struct Sha {
+    sha: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GitCommit {
+    pub sha: String,
+    pub message: String,
+    pub tree: GitObject,
+    #[serde(default)]
+    pub html_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GitObject {
+    pub sha: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreatedCommit {
+    pub sha: String,
+    #[serde(default)]
+    pub html_url: String,
+}
+
+/// An entry of a tree: `mode` 100644 (file), 100755 (executable), 120000 (symlink), 040000
+/// (tree), 160000 (submodule).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TreeEntry {
+    pub path: String,
+    pub mode: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub sha: String,
+}
+
 /// A review comment of ours already on the pull request.
 #[derive(Debug, Clone)]
 pub struct ReviewThread {
@@ -422,6 +506,7 @@ pub struct CheckAction {
 pub struct RepoClient {
     app: Arc<App>,
     installation: u64,
+    access: Access,
     pub owner: String,
     pub repo: String,
     crab: Mutex<(Octocrab, Octocrab)>,
@@ -454,12 +539,14 @@ impl RepoClient {
         installation: u64,
         owner: &str,
         repo: &str,
+        access: Access,
         token: Secret,
     ) -> Result<Self, GitHubError> {
         let clients = token_clients(&app.api_url, &token)?;
         Ok(Self {
             app,
             installation,
+            access,
             owner: owner.to_string(),
             repo: repo.to_string(),
             crab: Mutex::new(clients),
@@ -476,7 +563,10 @@ impl RepoClient {
         let crab = self.crab.lock().await.0.clone();
         match send(&crab, &self.app.retry, method.clone(), path, body).await {
             Err(e) if e.status() == Some(401) => {
-                let token = self.app.token(self.installation, &self.repo, true).await?;
+                let token = self
+                    .app
+                    .token(self.installation, &self.repo, self.access, true)
+                    .await?;
                 let clients = token_clients(&self.app.api_url, &token)?;
                 let crab = clients.0.clone();
                 *self.crab.lock().await = clients;
@@ -778,6 +868,171 @@ impl RepoClient {
         self.graphql(MUTATION, json!({ "thread": thread }))
             .await
             .map(|_| ())
+    }
+
+    /// The pull request as GitHub has it now.
+    pub async fn pull_request(&self, pr: u64) -> Result<events::PullRequest, GitHubError> {
+        self.call(
+            Method::GET,
+            &format!("{}/pulls/{pr}", self.repo_path()),
+            None,
+        )
+        .await
+    }
+
+    /// A user's access to the repository: `admin`, `maintain`, `write`, `triage`, `read` or
+    /// `none`. GitHub's `permission` field folds maintain into write and triage into read;
+    /// `role_name` keeps them apart.
+    pub async fn permission(&self, user: &str) -> Result<String, GitHubError> {
+        #[derive(Deserialize)]
+        struct Permission {
+            permission: String,
+            #[serde(default)]
+            role_name: Option<String>,
+        }
+        let path = format!(
+            "{}/collaborators/{}/permission",
+            self.repo_path(),
+            encode_path(user)
+        );
+        match self.call::<Permission>(Method::GET, &path, None).await {
+            Ok(p) => Ok(p
+                .role_name
+                .filter(|r| !r.is_empty())
+                .unwrap_or(p.permission)),
+            // Not a collaborator at all.
+            Err(e) if e.status() == Some(404) => Ok("none".into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// React to a pull-request conversation comment (`eyes`, `rocket`, `confused`, …).
+    pub async fn react(&self, comment: u64, content: &str) -> Result<(), GitHubError> {
+        let path = format!("{}/issues/comments/{comment}/reactions", self.repo_path());
+        let _: Value = self
+            .call(Method::POST, &path, Some(&json!({ "content": content })))
+            .await?;
+        Ok(())
+    }
+
+    /// Post a comment in a pull request's conversation.
+    pub async fn comment(&self, pr: u64, body: &str) -> Result<(), GitHubError> {
+        let path = format!("{}/issues/{pr}/comments", self.repo_path());
+        let _: Value = self
+            .call(Method::POST, &path, Some(&json!({ "body": body })))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a conversation comment posted by a bot since `since` carries `marker` (the
+    /// app's reply to a request it already answered).
+    pub async fn has_comment_with(
+        &self,
+        pr: u64,
+        marker: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, GitHubError> {
+        #[derive(Deserialize)]
+        struct Comment {
+            body: Option<String>,
+            user: Option<events::User>,
+        }
+        for page in 1..=10 {
+            let path = format!(
+                "{}/issues/{pr}/comments?since={}&per_page=100&page={page}",
+                self.repo_path(),
+                encode_path(&since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            );
+            let comments: Vec<Comment> = self.call(Method::GET, &path, None).await?;
+            if comments.iter().any(|c| {
+                c.user.as_ref().is_some_and(events::User::is_bot)
+                    && c.body.as_deref().is_some_and(|b| b.contains(marker))
+            }) {
+                return Ok(true);
+            }
+            if comments.len() < 100 {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// A commit as the Git Data API has it.
+    pub async fn git_commit(&self, sha: &str) -> Result<GitCommit, GitHubError> {
+        let path = format!("{}/git/commits/{}", self.repo_path(), encode_path(sha));
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// The entries of one tree (one directory, not recursive).
+    pub async fn tree(&self, sha: &str) -> Result<Vec<TreeEntry>, GitHubError> {
+        #[derive(Deserialize)]
+        struct Tree {
+            tree: Vec<TreeEntry>,
+        }
+        let path = format!("{}/git/trees/{}", self.repo_path(), encode_path(sha));
+        Ok(self.call::<Tree>(Method::GET, &path, None).await?.tree)
+    }
+
+    pub async fn create_blob(&self, content: &[u8]) -> Result<String, GitHubError> {
+        use base64::Engine;
+        let body = json!({
+            "content": base64::engine::general_purpose::STANDARD.encode(content),
+            "encoding": "base64",
+        });
+        let path = format!("{}/git/blobs", self.repo_path());
+        Ok(self
+            .call::<Sha>(Method::POST, &path, Some(&body))
+            .await?
+            .sha)
+    }
+
+    /// A tree that is `base` with the given (path, mode, blob) entries replaced.
+    pub async fn create_tree(
+        &self,
+        base: &str,
+        entries: &[(String, String, String)],
+    ) -> Result<String, GitHubError> {
+        let tree: Vec<Value> = entries
+            .iter()
+            .map(|(path, mode, sha)| json!({ "path": path, "mode": mode, "type": "blob", "sha": sha }))
+            .collect();
+        let body = json!({ "base_tree": base, "tree": tree });
+        let path = format!("{}/git/trees", self.repo_path());
+        Ok(self
+            .call::<Sha>(Method::POST, &path, Some(&body))
+            .await?
+            .sha)
+    }
+
+    /// A commit with no author or committer: GitHub then makes the app both and signs the
+    /// commit, which shows as Verified.
+    pub async fn create_commit(
+        &self,
+        message: &str,
+        tree: &str,
+        parent: &str,
+    ) -> Result<CreatedCommit, GitHubError> {
+        let body = json!({ "message": message, "tree": tree, "parents": [parent] });
+        let path = format!("{}/git/commits", self.repo_path());
+        self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Move a branch to `sha`, fast-forward only. GitHub answers 422 when it is not one (the
+    /// branch moved since its head was read).
+    pub async fn fast_forward(&self, branch: &str, sha: &str) -> Result<(), GitHubError> {
+        let path = format!(
+            "{}/git/refs/heads/{}",
+            self.repo_path(),
+            encode_path(branch)
+        );
+        let _: Value = self
+            .call(
+                Method::PATCH,
+                &path,
+                Some(&json!({ "sha": sha, "force": false })),
+            )
+            .await?;
+        Ok(())
     }
 }
 

@@ -59,18 +59,54 @@ pub struct TokenRequest {
 
 struct Token {
     repos: Vec<String>,
+    permissions: Value,
 }
 
 struct Pr {
     base: String,
     head: String,
+    /// The head branch (in this repository unless `fork`).
+    head_ref: String,
+    fork: bool,
+    author: String,
+    closed: bool,
 }
 
 #[derive(Default)]
 struct Repo {
     commits: HashMap<String, BTreeMap<String, String>>,
     prs: HashMap<u64, Pr>,
+    /// Branch heads.
+    refs: HashMap<String, String>,
+    /// File modes other than 100644 (120000 for a symlink, 100755 for an executable).
+    modes: HashMap<String, String>,
 }
+
+/// A conversation comment on a pull request.
+#[derive(Debug, Clone)]
+pub struct IssueComment {
+    pub id: u64,
+    pub pr: u64,
+    pub user: String,
+    pub bot: bool,
+    pub body: String,
+}
+
+/// A commit the app made through the Git Data API, as it sent it.
+#[derive(Debug, Clone)]
+pub struct MadeCommit {
+    pub sha: String,
+    pub parents: Vec<String>,
+    pub message: String,
+    pub tree: String,
+    /// The request body (to check that no author or committer was sent).
+    pub request: Value,
+    /// The whole tree of the commit.
+    pub files: BTreeMap<String, String>,
+}
+
+/// A tree object: (name, mode, type, sha) entries.
+type TreeObject = Vec<(String, String, String, String)>;
 
 struct Fault {
     method: Method,
@@ -106,6 +142,19 @@ struct Inner {
     /// How many of `reviews` and `check_runs` the test has taken.
     taken_reviews: usize,
     taken_check_runs: usize,
+    permissions: HashMap<String, String>,
+    comments: Vec<IssueComment>,
+    taken_comments: usize,
+    reactions: Vec<(u64, String)>,
+    blobs: HashMap<String, String>,
+    trees: HashMap<String, TreeObject>,
+    /// The whole file map of each root tree.
+    root_files: HashMap<String, BTreeMap<String, String>>,
+    made_commits: Vec<MadeCommit>,
+    /// Someone else pushes to this branch just before the app's next ref update.
+    race: Option<(String, String, String)>,
+    ref_updates: Vec<(String, String, u16)>,
+    tree_requests: Vec<Value>,
 }
 
 pub struct FakeGitHub {
@@ -134,6 +183,17 @@ impl FakeGitHub {
             rejected_reviews: 0,
             taken_reviews: 0,
             taken_check_runs: 0,
+            permissions: HashMap::new(),
+            comments: Vec::new(),
+            taken_comments: 0,
+            reactions: Vec::new(),
+            blobs: HashMap::new(),
+            trees: HashMap::new(),
+            root_files: HashMap::new(),
+            made_commits: Vec::new(),
+            race: None,
+            ref_updates: Vec::new(),
+            tree_requests: Vec::new(),
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -171,26 +231,123 @@ impl FakeGitHub {
             .insert(sha.to_string(), tree);
     }
 
+    /// Open a pull request from the branch `feature-{number}` of the same repository, by
+    /// `octocat`.
     pub fn open_pr(&self, repo: &str, number: u64, base: &str, head: &str) {
         let mut s = self.lock();
-        s.repos.get_mut(repo).unwrap().prs.insert(
+        let r = s.repos.get_mut(repo).unwrap();
+        let head_ref = format!("feature-{number}");
+        r.refs.insert(head_ref.clone(), head.to_string());
+        r.prs.insert(
             number,
             Pr {
                 base: base.to_string(),
                 head: head.to_string(),
+                head_ref,
+                fork: false,
+                author: "octocat".into(),
+                closed: false,
             },
         );
     }
 
+    /// Make a pull request come from a fork (its branch is not in this repository).
+    pub fn make_fork(&self, repo: &str, number: u64) {
+        let mut s = self.lock();
+        let r = s.repos.get_mut(repo).unwrap();
+        let pr = r.prs.get_mut(&number).unwrap();
+        pr.fork = true;
+        let head_ref = pr.head_ref.clone();
+        r.refs.remove(&head_ref);
+    }
+
+    /// A new head for a pull request (its branch moves with it).
     pub fn push(&self, repo: &str, number: u64, head: &str) {
         let mut s = self.lock();
-        s.repos
+        let r = s.repos.get_mut(repo).unwrap();
+        let pr = r.prs.get_mut(&number).unwrap();
+        pr.head = head.to_string();
+        if !pr.fork {
+            let head_ref = pr.head_ref.clone();
+            r.refs.insert(head_ref, head.to_string());
+        }
+    }
+
+    pub fn pr_head(&self, repo: &str, number: u64) -> String {
+        self.lock().repos[repo].prs[&number].head.clone()
+    }
+
+    pub fn set_mode(&self, repo: &str, path: &str, mode: &str) {
+        self.lock()
+            .repos
             .get_mut(repo)
             .unwrap()
-            .prs
-            .get_mut(&number)
-            .unwrap()
-            .head = head.to_string();
+            .modes
+            .insert(path.to_string(), mode.to_string());
+    }
+
+    /// A user's access to every repository (`read` for anyone not set).
+    pub fn set_permission(&self, user: &str, permission: &str) {
+        self.lock()
+            .permissions
+            .insert(user.to_string(), permission.to_string());
+    }
+
+    /// Just before the app's next branch update, someone pushes `commit` (stored with
+    /// `commit()`, its parent being the current head) to `branch`.
+    pub fn race_next_ref_update(&self, repo: &str, branch: &str, commit: &str) {
+        self.lock().race = Some((repo.to_string(), branch.to_string(), commit.to_string()));
+    }
+
+    /// Branch updates the app asked for: (branch, sha, status answered).
+    pub fn ref_updates(&self) -> Vec<(String, String, u16)> {
+        self.lock().ref_updates.clone()
+    }
+
+    /// Bodies of the app's `POST /git/trees` requests.
+    pub fn tree_requests(&self) -> Vec<Value> {
+        self.lock().tree_requests.clone()
+    }
+
+    pub fn made_commits(&self) -> Vec<MadeCommit> {
+        self.lock().made_commits.clone()
+    }
+
+    /// The whole tree of a commit.
+    pub fn files_at(&self, repo: &str, sha: &str) -> BTreeMap<String, String> {
+        self.lock().repos[repo].commits[sha].clone()
+    }
+
+    /// Reactions the app added: (comment id, content).
+    pub fn reactions(&self) -> Vec<(u64, String)> {
+        self.lock().reactions.clone()
+    }
+
+    /// Conversation comments the app posted since the last call.
+    pub fn take_comments(&self) -> Vec<IssueComment> {
+        let mut s = self.lock();
+        let new = s.comments[s.taken_comments..]
+            .iter()
+            .filter(|c| c.bot)
+            .cloned()
+            .collect();
+        s.taken_comments = s.comments.len();
+        new
+    }
+
+    /// A comment by a person, as the `issue_comment` delivery would carry it.
+    pub fn add_comment(&self, pr: u64, user: &str, body: &str) -> u64 {
+        let mut s = self.lock();
+        s.next_id += 1;
+        let id = s.next_id;
+        s.comments.push(IssueComment {
+            id,
+            pr,
+            user: user.to_string(),
+            bot: false,
+            body: body.to_string(),
+        });
+        id
     }
 
     /// Answer the next `times` matching requests with `status` (and headers).
@@ -330,9 +487,13 @@ impl Drop for FakeGitHub {
         let s = self.lock();
         let reviews = s.reviews.len() - s.taken_reviews;
         let checks = s.check_runs.len() - s.taken_check_runs;
+        let comments = s.comments[s.taken_comments..]
+            .iter()
+            .filter(|c| c.bot)
+            .count();
         assert!(
-            reviews == 0 && checks == 0,
-            "the app posted {reviews} review(s) and {checks} check run(s) that the test did not assert"
+            reviews == 0 && checks == 0 && comments == 0,
+            "the app posted {reviews} review(s), {checks} check run(s) and {comments} comment(s) that the test did not assert"
         );
     }
 }
@@ -358,6 +519,81 @@ fn error(status: StatusCode, message: &str) -> Response {
 fn blob_sha(content: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(content.as_bytes())[..20])
+}
+
+fn object_sha(kind: &str, data: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(data.as_bytes());
+    hex::encode(&h.finalize()[..20])
+}
+
+/// Store the trees of a file map (and its blobs); the root tree's sha.
+fn build_tree(
+    s: &mut Inner,
+    files: &BTreeMap<String, String>,
+    modes: &HashMap<String, String>,
+) -> String {
+    fn level(
+        s: &mut Inner,
+        prefix: &str,
+        files: &BTreeMap<String, String>,
+        modes: &HashMap<String, String>,
+    ) -> String {
+        let mut names: BTreeMap<String, bool> = BTreeMap::new();
+        for path in files.keys() {
+            let Some(rest) = path.strip_prefix(prefix) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((dir, _)) => names.insert(dir.to_string(), true),
+                None => names.insert(rest.to_string(), false),
+            };
+        }
+        let mut entries = Vec::new();
+        for (name, is_dir) in names {
+            let full = format!("{prefix}{name}");
+            if is_dir {
+                let sha = level(s, &format!("{full}/"), files, modes);
+                entries.push((name, "040000".into(), "tree".into(), sha));
+            } else {
+                let content = files[&full].clone();
+                let sha = blob_sha(&content);
+                s.blobs.insert(sha.clone(), content);
+                let mode = modes.get(&full).cloned().unwrap_or("100644".into());
+                entries.push((name, mode, "blob".into(), sha));
+            }
+        }
+        let sha = object_sha("tree", &format!("{entries:?}"));
+        s.trees.insert(sha.clone(), entries);
+        sha
+    }
+    let root = level(s, "", files, modes);
+    s.root_files.insert(root.clone(), files.clone());
+    root
+}
+
+/// Whether `ancestor` is `sha` or one of its ancestors among the commits the app made.
+fn is_ancestor(s: &Inner, ancestor: &str, sha: &str) -> bool {
+    let mut todo = vec![sha.to_string()];
+    while let Some(c) = todo.pop() {
+        if c == ancestor {
+            return true;
+        }
+        if let Some(m) = s.made_commits.iter().find(|m| m.sha == c) {
+            todo.extend(m.parents.iter().cloned());
+        }
+    }
+    false
+}
+
+/// Whether the request's token was minted with `permission` at `write`.
+fn token_can(s: &Inner, headers: &HeaderMap, permission: &str) -> bool {
+    bearer(headers)
+        .and_then(|t| s.tokens.get(&t))
+        .is_some_and(|t| t.permissions[permission] == "write")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -455,9 +691,29 @@ async fn handle(
             if let Some(refused) = authorize(&s, &headers, Some(&repo)) {
                 return refused;
             }
+            if let Some(needed) = write_permission(&method, rest)
+                && !token_can(&s, &headers, needed)
+            {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "Resource not accessible by integration",
+                );
+            }
             repo_request(&mut s, &method, &uri, &repo, rest, body)
         }
         _ => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// The permission a write request needs at `write` (GitHub refuses a narrowed token without it).
+fn write_permission(method: &Method, rest: &[&str]) -> Option<&'static str> {
+    match (method, rest) {
+        (&Method::GET, _) => None,
+        (_, ["git", ..]) => Some("contents"),
+        (_, ["issues", ..]) => Some("issues"),
+        (_, ["pulls", ..]) => Some("pull_requests"),
+        (_, ["check-runs", ..]) => Some("checks"),
+        _ => None,
     }
 }
 
@@ -523,7 +779,13 @@ fn mint_token(s: &mut Inner, headers: &HeaderMap, id: &str, body: Value) -> Resp
     };
     s.next_id += 1;
     let token = format!("ghs_fake{}", s.next_id);
-    s.tokens.insert(token.clone(), Token { repos: narrowed });
+    s.tokens.insert(
+        token.clone(),
+        Token {
+            repos: narrowed,
+            permissions: body.get("permissions").cloned().unwrap_or(Value::Null),
+        },
+    );
     let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     json_response(
         StatusCode::CREATED,
@@ -658,12 +920,227 @@ fn repo_request(
             }
         }
         (Method::GET, ["pulls", n]) => match n.parse().ok().and_then(|n: u64| repo.prs.get(&n)) {
-            Some(pr) => json_response(
-                StatusCode::OK,
-                json!({ "number": n.parse::<u64>().unwrap_or(0), "state": "open", "head": { "sha": pr.head }, "base": { "sha": pr.base } }),
-            ),
+            Some(pr) => {
+                let (owner, name) = repo_name.split_once('/').unwrap();
+                let base_repo = json!({ "id": 1296269, "name": name, "full_name": repo_name, "owner": { "login": owner } });
+                let head_repo = if pr.fork {
+                    json!({ "id": 55555, "name": name, "full_name": format!("forker/{name}"), "owner": { "login": "forker" } })
+                } else {
+                    base_repo.clone()
+                };
+                json_response(
+                    StatusCode::OK,
+                    json!({
+                        "number": n.parse::<u64>().unwrap_or(0),
+                        "state": if pr.closed { "closed" } else { "open" },
+                        "draft": false,
+                        "user": { "login": pr.author, "type": "User" },
+                        "head": { "sha": pr.head, "ref": pr.head_ref, "repo": head_repo },
+                        "base": { "sha": pr.base, "ref": "main", "repo": base_repo },
+                    }),
+                )
+            }
             None => error(StatusCode::NOT_FOUND, "Not Found"),
         },
+        (Method::GET, ["collaborators", user, "permission"]) => {
+            let role = s
+                .permissions
+                .get(*user)
+                .cloned()
+                .unwrap_or_else(|| "read".into());
+            let permission = match role.as_str() {
+                "maintain" => "write",
+                "triage" => "read",
+                other => other,
+            };
+            json_response(
+                StatusCode::OK,
+                json!({ "permission": permission, "role_name": role, "user": { "login": user } }),
+            )
+        }
+        (Method::POST, ["issues", "comments", id, "reactions"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            if !s.comments.iter().any(|c| c.id == id) {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let content = body["content"].as_str().unwrap_or_default().to_string();
+            let known = [
+                "+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes",
+            ];
+            if !known.contains(&content.as_str()) {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+            }
+            s.reactions.push((id, content.clone()));
+            json_response(StatusCode::CREATED, json!({ "content": content }))
+        }
+        (Method::POST, ["issues", n, "comments"]) => {
+            let number: u64 = n.parse().unwrap_or(0);
+            if !repo.prs.contains_key(&number) {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            if text.chars().count() > 65536 {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Body is too long");
+            }
+            s.next_id += 1;
+            let id = s.next_id;
+            s.comments.push(IssueComment {
+                id,
+                pr: number,
+                user: "kubeharden[bot]".into(),
+                bot: true,
+                body: text,
+            });
+            json_response(StatusCode::CREATED, json!({ "id": id }))
+        }
+        (Method::GET, ["issues", n, "comments"]) => {
+            let number: u64 = n.parse().unwrap_or(0);
+            let comments: Vec<Value> = s
+                .comments
+                .iter()
+                .filter(|c| c.pr == number)
+                .map(|c| json!({ "id": c.id, "body": c.body, "user": { "login": c.user, "type": if c.bot { "Bot" } else { "User" } } }))
+                .collect();
+            json_response(StatusCode::OK, Value::Array(comments))
+        }
+        (Method::GET, ["git", "commits", sha]) => {
+            let Some(files) = repo.commits.get(*sha).cloned() else {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            let modes = repo.modes.clone();
+            let message = s
+                .made_commits
+                .iter()
+                .find(|m| m.sha == *sha)
+                .map_or("Initial commit".to_string(), |m| m.message.clone());
+            let tree = build_tree(s, &files, &modes);
+            json_response(
+                StatusCode::OK,
+                json!({ "sha": sha, "message": message, "tree": { "sha": tree }, "html_url": format!("https://github.com/{repo_name}/commit/{sha}") }),
+            )
+        }
+        (Method::GET, ["git", "trees", sha]) => match s.trees.get(*sha) {
+            Some(entries) => {
+                let tree: Vec<Value> = entries
+                    .iter()
+                    .map(|(path, mode, kind, sha)| json!({ "path": path, "mode": mode, "type": kind, "sha": sha }))
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    json!({ "sha": sha, "tree": tree, "truncated": false }),
+                )
+            }
+            None => error(StatusCode::NOT_FOUND, "Not Found"),
+        },
+        (Method::POST, ["git", "blobs"]) => {
+            let content = match body["encoding"].as_str() {
+                Some("base64") => base64::engine::general_purpose::STANDARD
+                    .decode(body["content"].as_str().unwrap_or_default())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok()),
+                _ => body["content"].as_str().map(str::to_string),
+            };
+            let Some(content) = content else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid blob");
+            };
+            let sha = blob_sha(&content);
+            s.blobs.insert(sha.clone(), content);
+            json_response(StatusCode::CREATED, json!({ "sha": sha }))
+        }
+        (Method::POST, ["git", "trees"]) => {
+            s.tree_requests.push(body.clone());
+            let base = body["base_tree"].as_str().unwrap_or_default();
+            let Some(mut files) = s.root_files.get(base).cloned() else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid base_tree");
+            };
+            let mut modes = repo.modes.clone();
+            for entry in body["tree"].as_array().into_iter().flatten() {
+                let path = entry["path"].as_str().unwrap_or_default().to_string();
+                let Some(content) = entry["sha"].as_str().and_then(|b| s.blobs.get(b)) else {
+                    return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid tree entry");
+                };
+                let mode = entry["mode"].as_str().unwrap_or_default().to_string();
+                if !["100644", "100755", "120000"].contains(&mode.as_str()) {
+                    return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid mode");
+                }
+                files.insert(path.clone(), content.clone());
+                modes.insert(path, mode);
+            }
+            let sha = build_tree(s, &files, &modes);
+            json_response(StatusCode::CREATED, json!({ "sha": sha }))
+        }
+        (Method::POST, ["git", "commits"]) => {
+            let tree = body["tree"].as_str().unwrap_or_default().to_string();
+            let Some(files) = s.root_files.get(&tree).cloned() else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid tree");
+            };
+            let parents: Vec<String> = body["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            if parents.iter().any(|p| !repo.commits.contains_key(p)) {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid parent");
+            }
+            let message = body["message"].as_str().unwrap_or_default().to_string();
+            let sha = object_sha("commit", &format!("{tree}{parents:?}{message}"));
+            s.repos
+                .get_mut(repo_name)
+                .unwrap()
+                .commits
+                .insert(sha.clone(), files.clone());
+            s.made_commits.push(MadeCommit {
+                sha: sha.clone(),
+                parents,
+                message,
+                tree: tree.clone(),
+                request: body.clone(),
+                files,
+            });
+            // No author or committer sent: GitHub signs the commit as the app.
+            let verified = body.get("author").is_none() && body.get("committer").is_none();
+            json_response(
+                StatusCode::CREATED,
+                json!({ "sha": sha, "tree": { "sha": tree }, "html_url": format!("https://github.com/{repo_name}/commit/{sha}"), "verification": { "verified": verified } }),
+            )
+        }
+        (Method::PATCH, ["git", "refs", "heads", branch @ ..]) => {
+            let branch = branch.join("/");
+            let new = body["sha"].as_str().unwrap_or_default().to_string();
+            if let Some((race_repo, race_branch, pushed)) = s.race.take() {
+                let r = s.repos.get_mut(&race_repo).unwrap();
+                r.refs.insert(race_branch.clone(), pushed.clone());
+                for pr in r.prs.values_mut() {
+                    if pr.head_ref == race_branch && !pr.fork {
+                        pr.head = pushed.clone();
+                    }
+                }
+            }
+            let Some(current) = s.repos[repo_name].refs.get(&branch).cloned() else {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "Reference does not exist");
+            };
+            let force = body["force"].as_bool().unwrap_or(false);
+            if !force && !is_ancestor(s, &current, &new) {
+                s.ref_updates.push((branch, new, 422));
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Update is not a fast forward",
+                );
+            }
+            s.ref_updates.push((branch.clone(), new.clone(), 200));
+            let r = s.repos.get_mut(repo_name).unwrap();
+            r.refs.insert(branch.clone(), new.clone());
+            for pr in r.prs.values_mut() {
+                if pr.head_ref == branch && !pr.fork {
+                    pr.head = new.clone();
+                }
+            }
+            json_response(
+                StatusCode::OK,
+                json!({ "ref": format!("refs/heads/{branch}"), "object": { "sha": new, "type": "commit" } }),
+            )
+        }
         (Method::GET, ["commits", sha, "check-runs"]) => {
             // Every check run here is the app's; another app's id finds none.
             if query_param(uri, "app_id").is_some_and(|id| id != s.app_id.to_string()) {
