@@ -10,7 +10,9 @@ RUN cargo build --release --locked --bin kubeharden \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /kubeharden /usr/local/bin/kubeharden
 USER 65532:65532
-# The SQLite database of deliveries and jobs (DATABASE_URL defaults to sqlite://kubeharden.db).
+# The SQLite database of deliveries and jobs (DATABASE_URL defaults to sqlite://kubeharden.db)
+# and the credentials file the setup flow writes.
+ENV DATA_DIR=/data
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 3000

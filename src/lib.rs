@@ -17,5 +17,6 @@ pub mod render;
 pub mod review;
 pub mod rules;
 pub mod server;
+pub mod setup;
 pub mod source;
 pub mod yaml;

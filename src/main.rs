@@ -136,6 +136,16 @@ struct ServeArgs {
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// Where the app keeps its state: the credentials file written by the setup flow.
+    #[arg(long, env = "DATA_DIR", default_value = ".")]
+    data_dir: PathBuf,
+    /// The address GitHub and browsers reach this server at (https://kubeharden.example.com).
+    /// Needed for the setup flow, which puts it into the app it registers.
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// GitHub's web root for the setup flow; derived from --github-api-url when absent.
+    #[arg(long, env = "GITHUB_URL")]
+    github_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -500,7 +510,8 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
-    use kubeharden::github::{App, RetryPolicy, Secret};
+    use kubeharden::github::Secret;
+    use kubeharden::setup::{CREDENTIALS_FILE, Credentials, Setup};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
@@ -512,49 +523,164 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
     }
     let registry = std::sync::Arc::new(registry(args.rules.as_deref())?);
-    let app_id = args.app_id.context(
-        "no app id: pass --app-id or set APP_ID (the number on the app's settings page)",
-    )?;
-    let key = match (&args.private_key, &args.private_key_path) {
-        (Some(key), _) => Secret::new(key.clone()),
-        (None, Some(path)) => Secret::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the private key file {}", path.display()))?,
-        ),
-        (None, None) => bail!(
-            "no private key: pass --private-key-path or set PRIVATE_KEY_PATH (or PRIVATE_KEY)"
-        ),
-    };
-    let webhook_secret = Secret::new(
-        args.webhook_secret
+    let credentials_path = args.data_dir.join(CREDENTIALS_FILE);
+    // Credentials given explicitly win; then the file the setup flow wrote; else the setup.
+    let given = args.app_id.is_some()
+        || args.private_key.is_some()
+        || args.private_key_path.is_some()
+        || args.webhook_secret.is_some();
+    let credentials = if given {
+        let app_id = args.app_id.context(
+            "no app id: pass --app-id or set APP_ID (the number on the app's settings page)",
+        )?;
+        let key = match (&args.private_key, &args.private_key_path) {
+            (Some(key), _) => Secret::new(key.clone()),
+            (None, Some(path)) => {
+                Secret::new(std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the private key file {}", path.display())
+                })?)
+            }
+            (None, None) => bail!(
+                "no private key: pass --private-key-path or set PRIVATE_KEY_PATH (or PRIVATE_KEY)"
+            ),
+        };
+        let webhook_secret = args
+            .webhook_secret
+            .clone()
             .filter(|s| !s.is_empty())
-            .context("no webhook secret: pass --webhook-secret or set WEBHOOK_SECRET")?,
-    );
+            .context("no webhook secret: pass --webhook-secret or set WEBHOOK_SECRET")?;
+        Some(Credentials {
+            app_id,
+            slug: String::new(),
+            html_url: String::new(),
+            private_key: key.expose().to_string(),
+            webhook_secret,
+            client_id: String::new(),
+            client_secret: String::new(),
+        })
+    } else {
+        Credentials::load(&credentials_path)?
+    };
+    if credentials.is_none() && args.public_url.is_none() {
+        bail!(
+            "no credentials: set APP_ID, PRIVATE_KEY_PATH and WEBHOOK_SECRET, or set PUBLIC_URL (the address GitHub reaches this server at) and open PUBLIC_URL/setup to register the app"
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     // octocrab's client needs the runtime to exist when it is built.
     let _runtime = runtime.enter();
-    let app = App::new(app_id, &key, &args.github_api_url, RetryPolicy::default())
-        .context("cannot start the GitHub App")?;
-    let jobs = std::sync::Arc::new(kubeharden::pipeline::JobContext {
-        app,
-        registry,
-        fetch_concurrency: 8,
-        retry_base: std::time::Duration::from_secs(30),
-        lease: std::time::Duration::from_secs(args.job_lease_seconds.max(1)),
-    });
     runtime.block_on(async move {
-        let store = std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database.database_url).await?);
-        let state = kubeharden::server::ServerState::new(webhook_secret, jobs, store);
+        let store =
+            std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database.database_url).await?);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let grace = std::time::Duration::from_secs(args.shutdown_grace);
+        let workers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let launch = Launch {
+            registry,
+            store,
+            stopped,
+            workers: workers.clone(),
+            api_url: args.github_api_url.clone(),
+            lease: std::time::Duration::from_secs(args.job_lease_seconds.max(1)),
+            worker_count: args.workers.max(1),
+            grace: std::time::Duration::from_secs(args.shutdown_grace),
+            redeliver_interval: args.redeliver_interval,
+        };
+        let router = match credentials {
+            Some(c) => launch.start(c)?,
+            None => {
+                let public = args.public_url.clone().unwrap_or_default();
+                let github_url = args
+                    .github_url
+                    .clone()
+                    .unwrap_or_else(|| kubeharden::setup::web_url(&args.github_api_url));
+                let launch = std::sync::Arc::new(launch);
+                let setup = Setup::new(
+                    &public,
+                    &github_url,
+                    &args.github_api_url,
+                    credentials_path,
+                    std::sync::Arc::new(move |c| {
+                        let launch = launch.clone();
+                        Box::pin(async move { launch.start(c) })
+                    }),
+                )?;
+                tracing::info!(
+                    "no credentials yet: open {}/setup to register the GitHub App",
+                    setup.public_url
+                );
+                kubeharden::setup::router(setup)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "KubeHarden is listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server stopped")?;
+        // No more deliveries: let the workers finish or give back what they hold.
+        let _ = stop.send(true);
+        let handles: Vec<_> =
+            std::mem::take(&mut *workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in handles {
+            let _ = w.await;
+        }
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything needed to start the app once its credentials are known (at start-up, or when the
+/// setup flow has registered it).
+struct Launch {
+    registry: std::sync::Arc<Registry>,
+    store: std::sync::Arc<kubeharden::jobs::Store>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    workers: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    api_url: String,
+    lease: std::time::Duration,
+    worker_count: usize,
+    grace: std::time::Duration,
+    redeliver_interval: Option<u64>,
+}
+
+impl Launch {
+    /// Start the workers (and the redelivery loop); the router that serves the app.
+    fn start(&self, credentials: kubeharden::setup::Credentials) -> Result<axum::Router> {
+        use kubeharden::github::{App, RetryPolicy};
+        let app = App::new(
+            credentials.app_id,
+            &credentials.private_key(),
+            &self.api_url,
+            RetryPolicy::default(),
+        )
+        .context("cannot start the GitHub App")?;
+        let jobs = std::sync::Arc::new(kubeharden::pipeline::JobContext {
+            app,
+            registry: self.registry.clone(),
+            fetch_concurrency: 8,
+            retry_base: std::time::Duration::from_secs(30),
+            lease: self.lease,
+        });
+        let state = kubeharden::server::ServerState::new(
+            credentials.webhook_secret(),
+            jobs,
+            self.store.clone(),
+        );
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeharden".into());
-        let workers: Vec<_> = (0..args.workers.max(1))
-            .map(|i| {
-                let worker = format!("{host}-{}-{i}", std::process::id());
-                tokio::spawn(kubeharden::server::work(state.clone(), worker, stopped.clone(), grace))
-            })
-            .collect();
-        if let Some(every) = args.redeliver_interval.filter(|s| *s > 0) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..self.worker_count {
+            let worker = format!("{host}-{}-{i}", std::process::id());
+            workers.push(tokio::spawn(kubeharden::server::work(
+                state.clone(),
+                worker,
+                self.stopped.clone(),
+                self.grace,
+            )));
+        }
+        if let Some(every) = self.redeliver_interval.filter(|s| *s > 0) {
             let app = state.jobs.app.clone();
             let period = std::time::Duration::from_secs(every);
             // Look back over two periods (at least ten minutes), so nothing falls between runs.
@@ -569,23 +695,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                 }
             });
         }
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(address = %listener.local_addr()?, workers = workers.len(), "KubeHarden is listening");
-        axum::serve(listener, kubeharden::server::router(state.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the server stopped")?;
-        // No more deliveries: let the workers finish or give back what they hold.
-        let _ = stop.send(true);
-        for w in workers {
-            let _ = w.await;
-        }
-        tracing::info!("stopped");
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        tracing::info!(
+            app_id = credentials.app_id,
+            workers = self.worker_count,
+            "serving the GitHub App"
+        );
+        Ok(kubeharden::server::router(state))
+    }
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or SIGINT.

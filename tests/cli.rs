@@ -441,17 +441,39 @@ fn serve_refuses_to_start_without_credentials_and_never_echoes_them() {
             "WEBHOOK_SECRET",
             "GITHUB_API_URL",
             "LISTEN",
+            "PUBLIC_URL",
+            "DATA_DIR",
         ] {
             cmd.env_remove(var);
         }
         cmd.envs(envs.iter().copied());
         cmd.output().unwrap()
     };
+    // Nothing at all: neither credentials nor a public URL for the setup flow.
     let out = run(&[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "no credentials: set APP_ID, PRIVATE_KEY_PATH and WEBHOOK_SECRET, or set PUBLIC_URL"
+        ),
+        "{stderr}"
+    );
+    // Some credentials but not all: what is missing.
+    let out = run(&[("WEBHOOK_SECRET", "s3cr3t-value")], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no app id: pass --app-id or set APP_ID")
     );
+    // A credentials file that is not one names itself.
+    std::fs::write(dir.path().join("kubeharden-credentials.json"), "{ not json").unwrap();
+    let out = run(&[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("kubeharden-credentials.json is not a KubeHarden credentials file")
+    );
+    std::fs::remove_file(dir.path().join("kubeharden-credentials.json")).unwrap();
     let out = run(&[("APP_ID", "1"), ("WEBHOOK_SECRET", "s3cr3t-value")], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no private key"));
     let out = run(

@@ -155,6 +155,12 @@ struct Inner {
     race: Option<(String, String, String)>,
     ref_updates: Vec<(String, String, u16)>,
     tree_requests: Vec<Value>,
+    /// The app the manifest flow registers: its private key and webhook secret.
+    manifest_app: Option<(String, String)>,
+    /// Codes handed out by the "new app" page: code → (manifest, used).
+    manifest_codes: HashMap<String, (Value, bool)>,
+    /// Manifests posted to the "new app" page: (organisation, manifest, state).
+    posted_manifests: Vec<(Option<String>, Value, Option<String>)>,
 }
 
 pub struct FakeGitHub {
@@ -194,6 +200,9 @@ impl FakeGitHub {
             race: None,
             ref_updates: Vec::new(),
             tree_requests: Vec::new(),
+            manifest_app: None,
+            manifest_codes: HashMap::new(),
+            posted_manifests: Vec::new(),
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -302,6 +311,16 @@ impl FakeGitHub {
     /// Branch updates the app asked for: (branch, sha, status answered).
     pub fn ref_updates(&self) -> Vec<(String, String, u16)> {
         self.lock().ref_updates.clone()
+    }
+
+    /// The app that GitHub's manifest flow registers: the conversion returns this key and secret.
+    pub fn register_manifest_app(&self, private_key_pem: &str, webhook_secret: &str) {
+        self.lock().manifest_app = Some((private_key_pem.to_string(), webhook_secret.to_string()));
+    }
+
+    /// Manifests posted to the "new app" page: (organisation, manifest, state).
+    pub fn posted_manifests(&self) -> Vec<(Option<String>, Value, Option<String>)> {
+        self.lock().posted_manifests.clone()
     }
 
     /// Bodies of the app's `POST /git/trees` requests.
@@ -659,12 +678,25 @@ async fn handle(
         }
         return response;
     }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // GitHub's web pages of the manifest flow (a browser, not the API).
+    match (method.clone(), segments.as_slice()) {
+        (Method::POST, ["settings", "apps", "new"]) => {
+            return new_app_page(&mut s, None, &uri, &body);
+        }
+        (Method::POST, ["organizations", org, "settings", "apps", "new"]) => {
+            return new_app_page(&mut s, Some(org.to_string()), &uri, &body);
+        }
+        (Method::POST, ["app-manifests", code, "conversions"]) => {
+            return convert_manifest(&mut s, code);
+        }
+        _ => {}
+    }
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(&body).unwrap_or(Value::Null)
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.clone(), segments.as_slice()) {
         (Method::POST, ["app", "installations", id, "access_tokens"]) => {
             mint_token(&mut s, &headers, id, body)
@@ -715,6 +747,63 @@ fn write_permission(method: &Method, rest: &[&str]) -> Option<&'static str> {
         (_, ["check-runs", ..]) => Some("checks"),
         _ => None,
     }
+}
+
+/// GitHub's "Create GitHub App" page for a posted manifest: a button that sends the browser to
+/// the manifest's `redirect_url` with a one-time code and the state it was given.
+fn new_app_page(s: &mut Inner, org: Option<String>, uri: &Uri, body: &[u8]) -> Response {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    let Some(manifest) = form
+        .get("manifest")
+        .and_then(|m| serde_json::from_str::<Value>(m).ok())
+    else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "Invalid manifest").into_response();
+    };
+    let state = query_param(uri, "state");
+    s.posted_manifests
+        .push((org, manifest.clone(), state.clone()));
+    s.next_id += 1;
+    let code = format!("manifestcode{}", s.next_id);
+    s.manifest_codes
+        .insert(code.clone(), (manifest.clone(), false));
+    let redirect = manifest["redirect_url"].as_str().unwrap_or_default();
+    let html = format!(
+        r#"<!doctype html><html><head><title>Create GitHub App</title></head><body>
+<form method="get" action="{redirect}"><input type="hidden" name="code" value="{code}">
+<input type="hidden" name="state" value="{}"><button id="create" type="submit">Create GitHub App</button></form>
+</body></html>"#,
+        state.unwrap_or_default()
+    );
+    (StatusCode::OK, [("content-type", "text/html")], html).into_response()
+}
+
+fn convert_manifest(s: &mut Inner, code: &str) -> Response {
+    let Some((manifest, used)) = s.manifest_codes.get_mut(code) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if *used {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    *used = true;
+    let manifest = manifest.clone();
+    let Some((pem, secret)) = s.manifest_app.clone() else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "no app to register");
+    };
+    json_response(
+        StatusCode::CREATED,
+        json!({
+            "id": s.app_id,
+            "slug": "kubeharden-test",
+            "name": manifest["name"],
+            "html_url": "https://github.com/apps/kubeharden-test",
+            "client_id": "Iv1.test",
+            "client_secret": "client-secret-test",
+            "webhook_secret": secret,
+            "pem": pem,
+            "events": manifest["default_events"],
+            "permissions": manifest["default_permissions"],
+        }),
+    )
 }
 
 /// `None` when the request carries a valid app JWT; the refusal otherwise.

@@ -221,7 +221,7 @@ pub async fn post(
 }
 
 /// One request on its own connection; the status and the body of the answer.
-async fn exchange(
+pub async fn exchange(
     base: &str,
     method: &str,
     path: &str,
@@ -240,8 +240,27 @@ async fn exchange(
     request += "\r\n";
     stream.write_all(request.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
+    // Read to the end of the body: by Content-Length when the server sends one (chromedriver
+    // says `Connection: close` but keeps the connection open), else to the end of the stream.
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if length.is_some_and(|len| response.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split_whitespace()
