@@ -37,6 +37,25 @@ struct Raw {
     rules: RawRules,
     #[serde(default)]
     paths: RawPaths,
+    #[serde(default)]
+    images: Images,
+}
+
+/// Container image checks beyond the manifest itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Images {
+    /// Scan the images a pull request adds or changes with the server's scanner.
+    #[serde(default)]
+    pub scan: bool,
+    /// Vulnerabilities at or above this severity fail the check (default `high`).
+    pub fail_on: Option<crate::vuln::VulnSeverity>,
+    /// Registries or registry/path prefixes images may come from; any when empty.
+    #[serde(default)]
+    pub allowed_registries: Vec<String>,
+    /// Report images without a digest and suggest the digest the registry serves for their tag.
+    #[serde(default)]
+    pub pin_digests: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +90,7 @@ pub struct Config {
     pub severity: BTreeMap<String, Severity>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    pub images: Images,
     include_set: Option<GlobSet>,
     exclude_set: Option<GlobSet>,
 }
@@ -236,6 +256,7 @@ impl Config {
             severity: raw.rules.severity,
             include: raw.paths.include,
             exclude: raw.paths.exclude,
+            images: raw.images,
             include_set,
             exclude_set,
         })
@@ -268,6 +289,13 @@ impl Config {
         s.enable = self.enable.clone();
         s.disable = self.disable.clone();
         s.severity = self.severity.clone();
+        if self.images.pin_digests {
+            s.enable.insert("image-not-pinned".into());
+        }
+        s.images.allowed_registries = self.images.allowed_registries.clone();
+        if let Some(f) = self.images.fail_on {
+            s.images.fail_on = f;
+        }
         s
     }
 }

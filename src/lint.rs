@@ -19,6 +19,29 @@ pub struct Settings {
     pub severity: BTreeMap<String, Severity>,
     pub fail_on: Severity,
     pub limits: Limits,
+    pub images: ImageSettings,
+}
+
+/// What the image rules know beyond the manifests: the allow-list, the digests a registry
+/// serves for tags, and scanners' reports, each keyed by the `image` value as written.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    pub allowed_registries: Vec<String>,
+    pub digests: std::sync::Arc<BTreeMap<String, String>>,
+    pub scans: std::sync::Arc<BTreeMap<String, crate::vuln::ScanOutcome>>,
+    /// Vulnerabilities at or above this severity are errors; below it, notes.
+    pub fail_on: crate::vuln::VulnSeverity,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self {
+            allowed_registries: Vec::new(),
+            digests: Default::default(),
+            scans: Default::default(),
+            fail_on: crate::vuln::VulnSeverity::High,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -31,6 +54,7 @@ impl Default for Settings {
             severity: BTreeMap::new(),
             fail_on: Severity::Warning,
             limits: Limits::default(),
+            images: ImageSettings::default(),
         }
     }
 }
@@ -378,6 +402,7 @@ impl<'r> Linter<'r> {
             workload: w,
             containers: &containers,
             version: self.settings.kube_version,
+            images: &self.settings.images,
         };
         let windows = w.is_windows(doc);
         let user_namespace = w.host_users_false(doc);
@@ -401,7 +426,7 @@ impl<'r> Linter<'r> {
                 for hit in eval::evaluate(&cx, check) {
                     let finding = Finding {
                         rule: rule.id.clone(),
-                        severity: self.severity(rule),
+                        severity: hit.severity.unwrap_or_else(|| self.severity(rule)),
                         path: file.path.clone(),
                         range: hit.range,
                         start: file.line_col(hit.range.start()),
@@ -409,8 +434,8 @@ impl<'r> Linter<'r> {
                         message: hit.message.clone(),
                         object: Some(info.clone()),
                         container: hit.container.map(|i| containers[i].display_name()),
-                        fixable: rule.fix.is_some() && check.fix.is_some(),
-                        applicability: check.fix.as_ref().and(
+                        fixable: rule.fix.is_some() && hit.target.action.is_some(),
+                        applicability: hit.target.action.as_ref().and(
                             check
                                 .applicability
                                 .or(rule.fix.as_ref().map(|f| f.applicability)),

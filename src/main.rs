@@ -34,7 +34,7 @@ enum Command {
     /// local git checkout, without any GitHub access.
     Review(ReviewArgs),
     /// Run the GitHub App: review pull requests that change Kubernetes YAML.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// See and re-run the app's jobs: `jobs list [--state dead]`, `jobs retry ID`.
     Jobs(JobsArgs),
     /// List the rules.
@@ -68,6 +68,47 @@ struct LintArgs {
     /// Also list the documents that were skipped and why.
     #[arg(long, short)]
     verbose: bool,
+    /// Scan every container image with a vulnerability scanner (Trivy by default) and report
+    /// what it finds as `image-vulnerable` on the image's line.
+    #[arg(long)]
+    scan_images: bool,
+    #[command(flatten)]
+    scanner: ScannerArgs,
+}
+
+#[derive(clap::Args)]
+struct ScannerArgs {
+    /// The vulnerability scanner to run on images: trivy or grype.
+    #[arg(long, env = "SCANNER", value_enum)]
+    scanner: Option<kubeharden::scan::ScannerKind>,
+    /// The scanner's executable (default: `trivy` or `grype` on PATH).
+    #[arg(long, env = "SCANNER_PATH")]
+    scanner_path: Option<PathBuf>,
+    /// Trivy in client/server mode: the Trivy server's URL.
+    #[arg(long, env = "TRIVY_SERVER")]
+    trivy_server: Option<String>,
+    /// Seconds the scan of one image may take.
+    #[arg(long, env = "SCAN_TIMEOUT", default_value_t = 300)]
+    scan_timeout: u64,
+    /// Images scanned at once.
+    #[arg(long, env = "SCAN_CONCURRENCY", default_value_t = 2)]
+    scan_concurrency: usize,
+}
+
+impl ScannerArgs {
+    fn scanner(
+        &self,
+        default: Option<kubeharden::scan::ScannerKind>,
+    ) -> Option<std::sync::Arc<kubeharden::scan::Scanner>> {
+        let kind = self.scanner.or(default)?;
+        Some(kubeharden::scan::Scanner::new(
+            kind,
+            self.scanner_path.clone(),
+            self.trivy_server.clone(),
+            std::time::Duration::from_secs(self.scan_timeout.max(1)),
+            self.scan_concurrency,
+        ))
+    }
 }
 
 #[derive(clap::Args)]
@@ -146,6 +187,9 @@ struct ServeArgs {
     /// GitHub's web root for the setup flow; derived from --github-api-url when absent.
     #[arg(long, env = "GITHUB_URL")]
     github_url: Option<String>,
+    /// Image scanning for repositories that turn it on (`images.scan: true`).
+    #[command(flatten)]
+    scanner: ScannerArgs,
 }
 
 #[derive(clap::Args)]
@@ -243,7 +287,7 @@ fn main() -> ExitCode {
         Command::Lint(args) => lint(args),
         Command::Fix(args) => fix(args),
         Command::Review(args) => review(args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Jobs(args) => jobs(args),
         Command::Rules(args) => list_rules(args),
         Command::Explain { rule, rules } => explain(&rule, rules.as_deref()),
@@ -357,6 +401,21 @@ fn lint(args: LintArgs) -> Result<ExitCode> {
         settings,
     } = setup(&args.common)?;
     let (files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    let mut settings = settings;
+    if args.scan_images
+        && let Some(scanner) = args
+            .scanner
+            .scanner(Some(kubeharden::scan::ScannerKind::Trivy))
+    {
+        let images: Vec<String> = kubeharden::image::uses(&files, &settings.limits)
+            .into_iter()
+            .map(|u| u.image)
+            .filter(|i| kubeharden::image::parse(i).is_ok())
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        let scans = runtime.block_on(scanner.scan_all(&images));
+        settings.images.scans = std::sync::Arc::new(scans);
+    }
     let linter = Linter::new(&registry, settings);
     let report = linter.lint_files(&files);
     let output = match args.format {
@@ -584,6 +643,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             worker_count: args.workers.max(1),
             grace: std::time::Duration::from_secs(args.shutdown_grace),
             redeliver_interval: args.redeliver_interval,
+            scanner: args.scanner.scanner(None),
         };
         let router = match credentials {
             Some(c) => launch.start(c)?,
@@ -644,6 +704,7 @@ struct Launch {
     worker_count: usize,
     grace: std::time::Duration,
     redeliver_interval: Option<u64>,
+    scanner: Option<std::sync::Arc<kubeharden::scan::Scanner>>,
 }
 
 impl Launch {
@@ -663,6 +724,7 @@ impl Launch {
             fetch_concurrency: 8,
             retry_base: std::time::Duration::from_secs(30),
             lease: self.lease,
+            scanner: self.scanner.clone(),
         });
         let state = kubeharden::server::ServerState::new(
             credentials.webhook_secret(),

@@ -14,6 +14,7 @@ struct Inner {
     github_requests: BTreeMap<u16, u64>,
     ratelimit_remaining: Option<i64>,
     findings: BTreeMap<String, u64>,
+    scans: BTreeMap<String, u64>,
     job_buckets: [u64; BUCKETS.len()],
     job_count: u64,
     job_sum: f64,
@@ -47,6 +48,11 @@ pub fn github_request(status: u16, ratelimit_remaining: Option<i64>) {
 
 pub fn findings(rule: &str, count: usize) {
     with(|m| *m.findings.entry(rule.to_string()).or_default() += count as u64);
+}
+
+/// An image scan: `scanned`, `cached` or `failed`.
+pub fn scan(outcome: &str) {
+    with(|m| *m.scans.entry(outcome.to_string()).or_default() += 1);
 }
 
 pub fn job_finished(seconds: f64) {
@@ -137,6 +143,18 @@ pub fn render(jobs: &[(String, i64)]) -> String {
                 out,
                 "kubeharden_findings_total{{rule=\"{}\"}} {n}",
                 label(rule)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kubeharden_image_scans_total Image scans by outcome (scanned, cached, failed)."
+        );
+        let _ = writeln!(out, "# TYPE kubeharden_image_scans_total counter");
+        for (outcome, n) in &m.scans {
+            let _ = writeln!(
+                out,
+                "kubeharden_image_scans_total{{outcome=\"{}\"}} {n}",
+                label(outcome)
             );
         }
         out

@@ -25,6 +25,8 @@ pub struct JobContext {
     /// How long a worker's claim holds without a heartbeat: after a crash, its job waits this
     /// long before another worker takes it.
     pub lease: std::time::Duration,
+    /// The vulnerability scanner repositories can turn on (`images.scan`), if the server has one.
+    pub scanner: Option<Arc<crate::scan::Scanner>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,11 +145,11 @@ async fn review_with_check(
         .into_iter()
         .map(|(f, _)| f)
         .collect();
-    let linter = Linter::new(&cx.registry, config.settings());
+    let mut settings = config.settings();
+    image_knowledge(cx, config, &files, &mut settings).await;
     // Linting and fixing are CPU work: keep them off the async workers.
     let plan = {
         let registry = cx.registry.clone();
-        let settings = linter.settings.clone();
         tokio::task::spawn_blocking(move || {
             let linter = Linter::new(&registry, settings);
             review::plan(&linter, &files)
@@ -256,6 +258,52 @@ async fn review_with_check(
         resolved,
         conclusion: plan.conclusion,
     })
+}
+
+/// What the image rules need from outside the manifests, for the images the pull request adds
+/// or changes: the scanner's reports when the repository asks for scanning.
+async fn image_knowledge(
+    cx: &JobContext,
+    config: &Config,
+    files: &[PrFile],
+    settings: &mut crate::lint::Settings,
+) {
+    if !config.images.scan {
+        return;
+    }
+    let sources: Vec<crate::source::SourceFile> = files
+        .iter()
+        .map(|f| crate::source::SourceFile::new(f.path.clone(), f.text.clone()))
+        .collect();
+    let changed: Vec<String> = crate::image::uses(&sources, &settings.limits)
+        .into_iter()
+        .filter(|u| {
+            let file = files.iter().find(|f| f.path == u.path);
+            // Without a patch (a diff too large to show) every image counts as changed.
+            file.and_then(|f| f.patch.as_deref())
+                .is_none_or(|p| review::added_lines(p).contains(&u.line))
+        })
+        .map(|u| u.image)
+        .filter(|i| crate::image::parse(i).is_ok())
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let scans = match &cx.scanner {
+        Some(scanner) => scanner.scan_all(&changed).await,
+        None => changed
+            .into_iter()
+            .map(|i| {
+                (
+                    i,
+                    crate::vuln::ScanOutcome::Failed(
+                        "the repository asks for image scanning, but this KubeHarden server has no scanner (start it with --scanner trivy or grype)".into(),
+                    ),
+                )
+            })
+            .collect(),
+    };
+    settings.images.scans = Arc::new(scans);
 }
 
 /// The configuration on the base branch: `Ok(Err(problem))` when it exists but does not load.

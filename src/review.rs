@@ -36,6 +36,32 @@ pub struct Hunk {
     pub end: usize,
 }
 
+/// New-side lines a unified diff adds (`+` lines), 1-based.
+pub fn added_lines(patch: &str) -> std::collections::BTreeSet<usize> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut line = 0usize;
+    for l in patch.lines() {
+        if let Some(header) = l.strip_prefix("@@ ") {
+            line = header
+                .split_whitespace()
+                .find_map(|p| p.strip_prefix('+'))
+                .and_then(|p| p.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            continue;
+        }
+        match l.as_bytes().first() {
+            Some(b'+') => {
+                out.insert(line);
+                line += 1;
+            }
+            Some(b'-') | Some(b'\\') => {}
+            _ => line += 1,
+        }
+    }
+    out
+}
+
 /// Hunks of a unified diff, from their headers. A header may carry function context after the
 /// second `@@`; a count may be omitted (it is then 1).
 pub fn parse_hunks(patch: &str) -> Vec<Hunk> {
@@ -231,6 +257,47 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
             });
         }
     }
+    // Vulnerable images get a comment on their `image:` line when the diff shows it: what the
+    // scanner found is worth a reviewer's eyes even though there is nothing to suggest.
+    for f in report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "image-vulnerable")
+    {
+        let Some(file) = files.iter().find(|p| p.path == f.path) else {
+            continue;
+        };
+        let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
+        // The finding spans the `image: value` entry.
+        let entry = f.range.slice(&file.text).trim();
+        let value = entry
+            .strip_prefix("image")
+            .map(|r| r.trim_start().trim_start_matches(':'))
+            .unwrap_or(entry);
+        let image = value
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'')
+            .to_string();
+        let fingerprint = fingerprint(&format!("{}|{image}", f.path), &[f]);
+        fingerprints.push(fingerprint.clone());
+        if !hunks
+            .iter()
+            .any(|h| h.start <= f.start.line && f.start.line <= h.end)
+        {
+            continue;
+        }
+        let report = match linter.settings.images.scans.get(&image) {
+            Some(crate::vuln::ScanOutcome::Report(r)) => Some(r.clone()),
+            _ => None,
+        };
+        comments.push(InlineComment {
+            path: f.path.clone(),
+            start_line: None,
+            line: f.start.line,
+            body: vulnerability_body(linter.registry, f, &image, report.as_deref(), &fingerprint),
+            fingerprint,
+        });
+    }
     let threshold = linter.settings.fail_on;
     let conclusion = if report.failed(threshold) {
         Conclusion::Failure
@@ -371,6 +438,82 @@ fn comment_body(
         "\n{suggestion}\n\n{FINGERPRINT_PREFIX}{fingerprint} -->"
     );
     body
+}
+
+/// Rows of the vulnerability table in a comment.
+const MAX_VULN_ROWS: usize = 10;
+
+fn vulnerability_body(
+    registry: &Registry,
+    f: &Finding,
+    image: &str,
+    report: Option<&crate::vuln::ImageReport>,
+    fingerprint: &str,
+) -> String {
+    let mut body = String::new();
+    let rule = registry.get(&f.rule).map_or_else(
+        || format!("`{}`", f.rule),
+        |r| format!("[`{}`]({})", r.id, r.docs_url()),
+    );
+    let Some(report) = report else {
+        let _ = writeln!(body, "**KubeHarden** {rule}: {}", md(&f.message));
+        let _ = write!(body, "\n{FINGERPRINT_PREFIX}{fingerprint} -->");
+        return body;
+    };
+    let counts = report.counts();
+    let parts: Vec<String> = crate::vuln::VulnSeverity::ALL
+        .iter()
+        .filter_map(|s| counts.get(s).map(|n| format!("{n} {s}")))
+        .collect();
+    let verdict = match f.severity {
+        Severity::Error => "fails the check",
+        _ => "is below the repository's threshold and does not fail the check",
+    };
+    let _ = writeln!(
+        body,
+        "**KubeHarden** {rule}: {} reports {} known vulnerabilit{} in {} ({}); this {verdict}.\n",
+        report.scanner,
+        report.vulnerabilities.len(),
+        if report.vulnerabilities.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        code(image),
+        parts.join(", ")
+    );
+    body.push_str(
+        "| vulnerability | severity | package | installed | fixed in |\n|---|---|---|---|---|\n",
+    );
+    for v in report.worst_n(MAX_VULN_ROWS) {
+        let id = match v.link() {
+            Some(link) => format!(
+                "[{}]({})",
+                md(&v.id),
+                link.replace(')', "%29").replace(' ', "%20")
+            ),
+            None => md(&v.id),
+        };
+        let _ = writeln!(
+            body,
+            "| {id} | {} | {} | {} | {} |",
+            v.severity,
+            code(&v.package),
+            code(&v.installed),
+            v.fixed
+                .as_deref()
+                .map_or_else(|| "no fix yet".to_string(), code)
+        );
+    }
+    if report.vulnerabilities.len() > MAX_VULN_ROWS {
+        let _ = writeln!(
+            body,
+            "\nand {} more: run the scanner on the image for all of them.",
+            report.vulnerabilities.len() - MAX_VULN_ROWS
+        );
+    }
+    let _ = write!(body, "\n{FINGERPRINT_PREFIX}{fingerprint} -->");
+    clip(&body, MAX_BODY)
 }
 
 /// Text from the user's YAML (image names, env names, container names) placed in Markdown:
@@ -552,6 +695,15 @@ mod tests {
         );
         assert_eq!(code("a`b"), "``a`b``");
         assert_eq!(code("`a"), "`` `a ``");
+    }
+
+    #[test]
+    fn added_lines_are_the_plus_lines() {
+        let patch = "@@ -1,3 +1,4 @@ kind: Pod\n a\n-b\n+B\n+C\n c\n\\ No newline at end of file\n@@ -10 +11 @@\n+z";
+        assert_eq!(
+            added_lines(patch).into_iter().collect::<Vec<_>>(),
+            [2, 3, 11]
+        );
     }
 
     #[test]

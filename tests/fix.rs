@@ -1,6 +1,8 @@
 //! Snapshots of what `fix` writes: the edge cases of tests/fixtures/fix (safe fixes, then
 //! unsafe ones too) and, for every fixable rule, its failing fixtures fixed by that rule alone.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use kubeharden::fix::{fix_file, suggest};
@@ -130,23 +132,5 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
 }
 
 fn fixture_settings(text: &str) -> Settings {
-    let mut settings = Settings::default();
-    if let Some(args) = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("# kubeharden-test:"))
-    {
-        let words: Vec<&str> = args.split_whitespace().collect();
-        for pair in words.chunks(2) {
-            match pair {
-                ["--profile", p] => settings.profile = p.parse().unwrap(),
-                ["--kubernetes-version", v] => settings.kube_version = v.parse().unwrap(),
-                ["--enable", r] => {
-                    settings.enable.insert(r.to_string());
-                }
-                other => panic!("unknown fixture flag {other:?}"),
-            }
-        }
-    }
-    settings
+    common::fixture_settings(text)
 }

@@ -5,9 +5,10 @@
 //! produce none. A first line `# kubeharden-test: --profile baseline --kubernetes-version 1.33`
 //! changes the settings for that file. The findings of every fail file are snapshot-tested.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use kubeharden::k8s::KubeVersion;
 use kubeharden::lint::{Linter, Settings};
 use kubeharden::rules::Registry;
 use kubeharden::source::SourceFile;
@@ -17,29 +18,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn settings_for(text: &str) -> Settings {
-    let mut settings = Settings::default();
-    let Some(args) = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("# kubeharden-test:"))
-    else {
-        return settings;
-    };
-    let mut words = args.split_whitespace();
-    while let Some(flag) = words.next() {
-        let value = words
-            .next()
-            .unwrap_or_else(|| panic!("flag {flag} needs a value"));
-        match flag {
-            "--profile" => settings.profile = value.parse().unwrap(),
-            "--kubernetes-version" => settings.kube_version = value.parse::<KubeVersion>().unwrap(),
-            "--enable" => {
-                settings.enable.insert(value.to_string());
-            }
-            other => panic!("unknown fixture flag {other}"),
-        }
-    }
-    settings
+    common::fixture_settings(text)
 }
 
 fn lint_fixture(registry: &Registry, path: &Path) -> kubeharden::lint::Report {

@@ -41,6 +41,8 @@ enum Action {
     AddItem(String),
     RemoveEntry(Entry),
     RemoveItem(NodeId),
+    /// Append text to a scalar's value (inside its quotes).
+    Append(NodeId, String),
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,7 @@ fn need_for(
         FixAction::AddItem(item) => Action::AddItem(item.clone()),
         FixAction::RemoveKey => Action::RemoveEntry(t.entry?),
         FixAction::RemoveItems => Action::RemoveItem(t.item?),
+        FixAction::PinDigest => Action::Append(t.value?, t.suffix.clone()?),
     };
     Some(Need {
         doc: doc_index,
@@ -314,6 +317,7 @@ fn dedup(needs: &mut Vec<Need>) {
             Action::AddItem(v) => format!("{}:{}:{}+={v}", n.doc, n.base, n.path.join(".")),
             Action::RemoveEntry(e) => format!("{}:rm{}", n.doc, e.key),
             Action::RemoveItem(i) => format!("{}:rmi{i}", n.doc),
+            Action::Append(node, text) => format!("{}:{node}+{text}", n.doc),
         };
         match first.get(&key) {
             Some(&i) => {
@@ -336,6 +340,7 @@ fn describe(n: &Need) -> String {
         Action::AddItem(v) => format!("add {v} to {path}"),
         Action::RemoveEntry(_) => format!("remove {path}"),
         Action::RemoveItem(_) => format!("remove an entry of {path}"),
+        Action::Append(_, text) => format!("append {text} to {path}"),
     }
 }
 
@@ -498,7 +503,26 @@ impl Writer<'_> {
             },
             Action::RemoveEntry(e) => self.remove_entry(*e),
             Action::RemoveItem(i) => self.remove_item(*i),
+            Action::Append(node, text) => self.append_to_scalar(*node, text),
         }
+    }
+
+    /// `image: nginx:1.27` → `image: nginx:1.27@sha256:…`, inside the quotes of a quoted
+    /// scalar; block scalars are left alone.
+    fn append_to_scalar(&mut self, node: NodeId, text: &str) -> bool {
+        let Some(s) = self.doc.node(node).as_scalar() else {
+            return false;
+        };
+        if s.style.is_block() {
+            return false;
+        }
+        let range = self.doc.node(node).range;
+        let raw = range.slice(self.text);
+        let quoted = raw.len() >= 2 && (raw.ends_with('"') || raw.ends_with('\''));
+        let at = if quoted { range.end() - 1 } else { range.end() };
+        self.edits.push(Edit::insertion(at, text.to_string()));
+        self.touched.push(node);
+        true
     }
 
     fn col(&self, offset: usize) -> usize {

@@ -17,6 +17,8 @@ pub struct Hit {
     /// The finding holds unless this ServiceAccount (namespace, name), found in the same
     /// change, disables token automounting.
     pub unless_service_account: Option<(Option<String>, String)>,
+    /// A severity decided by what was found (a vulnerability report against its threshold).
+    pub severity: Option<crate::rules::Severity>,
 }
 
 /// What a fix would act on: the node the scope visited, the path below it, and what was found.
@@ -33,6 +35,8 @@ pub struct Target {
     pub action: Option<FixAction>,
     /// The value came from the pod's securityContext, not the container's own.
     pub inherited: bool,
+    /// Text to append to the value (a digest for `pin-digest`).
+    pub suffix: Option<String>,
 }
 
 pub struct Context<'a> {
@@ -41,6 +45,7 @@ pub struct Context<'a> {
     pub workload: &'a Workload,
     pub containers: &'a [Container],
     pub version: KubeVersion,
+    pub images: &'a crate::lint::ImageSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -422,8 +427,10 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                         item,
                         action: check.fix.clone(),
                         inherited,
+                        suffix: None,
                     },
                     unless_service_account: None,
+                    severity: None,
                 });
             };
             // Inherited values are reported at the container that inherits them.
@@ -551,6 +558,78 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                         hit(at_value(v), Some(format!("{image} ({reason})")), None);
                     }
                 }
+                Condition::InvalidImageReference => {
+                    if let Some(v) = value
+                        && let Some(image) = doc.str_value(v)
+                        && let Err(e) = crate::image::parse(image)
+                    {
+                        hit(at_value(v), Some(format!("`{image}`: {e}")), None);
+                    }
+                }
+                Condition::ImageNotPinned => {
+                    if let Some(v) = value
+                        && let Some(image) = doc.str_value(v)
+                        && crate::image::parse(image).is_ok_and(|r| r.digest.is_none())
+                    {
+                        hit(at_value(v), Some(image.to_string()), None);
+                        let digest = cx.images.digests.get(image);
+                        if let Some(last) = hits.last_mut() {
+                            match digest {
+                                Some(d) => last.target.suffix = Some(format!("@{d}")),
+                                // No digest known: nothing to suggest.
+                                None => last.target.action = None,
+                            }
+                        }
+                    }
+                }
+                Condition::RegistryNotAllowed => {
+                    if let Some(v) = value
+                        && !cx.images.allowed_registries.is_empty()
+                        && let Some(image) = doc.str_value(v)
+                        && let Ok(r) = crate::image::parse(image)
+                        && !crate::image::allowed(&r, &cx.images.allowed_registries)
+                    {
+                        hit(
+                            at_value(v),
+                            Some(format!(
+                                "{image} ({}) comes from outside the allowed registries ({})",
+                                r.name(),
+                                cx.images.allowed_registries.join(", ")
+                            )),
+                            None,
+                        );
+                    }
+                }
+                Condition::ImageVulnerable => {
+                    if let Some(v) = value
+                        && let Some(image) = doc.str_value(v)
+                        && let Some(crate::vuln::ScanOutcome::Report(report)) =
+                            cx.images.scans.get(image)
+                        && let Some(worst) = report.worst()
+                    {
+                        hit(
+                            at_value(v),
+                            Some(vulnerability_summary(image, report)),
+                            None,
+                        );
+                        if let Some(last) = hits.last_mut() {
+                            last.severity = Some(if worst >= cx.images.fail_on {
+                                crate::rules::Severity::Error
+                            } else {
+                                crate::rules::Severity::Note
+                            });
+                        }
+                    }
+                }
+                Condition::ImageScanFailed => {
+                    if let Some(v) = value
+                        && let Some(image) = doc.str_value(v)
+                        && let Some(crate::vuln::ScanOutcome::Failed(why)) =
+                            cx.images.scans.get(image)
+                    {
+                        hit(at_value(v), Some(format!("{image}: {why}")), None);
+                    }
+                }
                 Condition::SecretEnv(spec) => {
                     if let Some(v) = value {
                         for &item in doc.items(v) {
@@ -648,19 +727,44 @@ fn looks_secret(name: &str, spec: &super::SecretEnv) -> bool {
             .any(|s| lower.ends_with(s.as_str()))
 }
 
-/// Why an image reference is mutable, if it is: no digest, and no tag or a moving one.
+/// Why an image reference is mutable, if it is: no digest, and no tag or a moving one. An
+/// unparsable reference is `image-reference-invalid`'s to report, not this.
 pub fn mutable_tag(image: &str, moving: &[String]) -> Option<String> {
-    let image = image.trim();
-    if image.is_empty() || image.contains("@sha256:") || image.contains('@') {
+    let r = crate::image::parse(image).ok()?;
+    if r.digest.is_some() {
         return None;
     }
-    // The tag is after the last `:` that follows the last `/` (`host:5000/img` has no tag).
-    let last_segment = image.rsplit('/').next().unwrap_or(image);
-    match last_segment.rsplit_once(':') {
+    match &r.tag {
         None => Some("no tag, so `latest`".to_string()),
-        Some((_, tag)) if moving.iter().any(|m| m == tag) => Some(format!("tag `{tag}`")),
+        Some(tag) if moving.iter().any(|m| m == tag) => Some(format!("tag `{tag}`")),
         Some(_) => None,
     }
+}
+
+/// One line for a vulnerable image: counts by severity, then the worst few.
+pub fn vulnerability_summary(image: &str, report: &crate::vuln::ImageReport) -> String {
+    let counts = report.counts();
+    let parts: Vec<String> = crate::vuln::VulnSeverity::ALL
+        .iter()
+        .filter_map(|s| counts.get(s).map(|n| format!("{n} {s}")))
+        .collect();
+    let worst: Vec<String> = report
+        .worst_n(3)
+        .iter()
+        .map(|v| {
+            let fixed = v
+                .fixed
+                .as_deref()
+                .map_or_else(|| "no fix yet".to_string(), |f| format!("fixed in {f}"));
+            format!("{} in {} {} ({fixed})", v.id, v.package, v.installed)
+        })
+        .collect();
+    format!(
+        "{image} has known vulnerabilities ({}, by {}); worst: {}",
+        parts.join(", "),
+        report.scanner,
+        worst.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -688,8 +792,11 @@ mod tests {
         assert!(mutable_tag("nginx:latest", &moving).is_some());
         assert!(mutable_tag("registry:5000/team/app", &moving).is_some());
         assert!(mutable_tag("registry:5000/team/app:1.2", &moving).is_none());
-        assert!(mutable_tag("nginx@sha256:abcd", &moving).is_none());
-        assert!(mutable_tag("nginx:latest@sha256:abcd", &moving).is_none());
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert!(mutable_tag(&format!("nginx@{digest}"), &moving).is_none());
+        assert!(mutable_tag(&format!("nginx:latest@{digest}"), &moving).is_none());
+        // Unparsable: another rule's finding.
+        assert!(mutable_tag("Nginx", &moving).is_none());
     }
 
     #[test]

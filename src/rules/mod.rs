@@ -244,6 +244,16 @@ pub enum Condition {
     /// `automountServiceAccountToken` not false on the pod, unless the pod's ServiceAccount in
     /// the same change turns it off.
     ServiceAccountToken,
+    /// An image reference the distribution grammar does not accept.
+    InvalidImageReference,
+    /// An image reference without a digest (fixable when the registry's digest is known).
+    ImageNotPinned,
+    /// An image from outside the configured registries.
+    RegistryNotAllowed,
+    /// Vulnerabilities in the scanner's report for the image.
+    ImageVulnerable,
+    /// The scanner could not scan the image.
+    ImageScanFailed,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -292,6 +302,8 @@ pub enum FixAction {
     RemoveItems,
     /// Add this item to the checked sequence (creating it when missing).
     AddItem(String),
+    /// Append `@<digest>` to the image reference (when its digest is known).
+    PinDigest,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -237,3 +237,69 @@ pub fn check(linter: &Linter<'_>, path: &str, text: &str) -> Result<FixResult, S
     }
     Ok(result)
 }
+
+/// The settings a fixture asks for in its first line:
+/// `# kubeharden-test: --profile baseline --kubernetes-version 1.33 --enable RULE
+/// --allowed-registry PREFIX --digest IMAGE=DIGEST --trivy-report IMAGE=FILE --scan-failed IMAGE`
+/// (report files are read from `tests/fixtures/scanners/`).
+pub fn fixture_settings(text: &str) -> kubeharden::lint::Settings {
+    use kubeharden::vuln::ScanOutcome;
+    let mut settings = kubeharden::lint::Settings::default();
+    let Some(args) = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# kubeharden-test:"))
+    else {
+        return settings;
+    };
+    let mut digests = std::collections::BTreeMap::new();
+    let mut scans = std::collections::BTreeMap::new();
+    let words: Vec<&str> = args.split_whitespace().collect();
+    for pair in words.chunks(2) {
+        let (flag, value) = match pair {
+            [flag, value] => (*flag, *value),
+            other => panic!("fixture flag {other:?} needs a value"),
+        };
+        let kv = || {
+            value
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{flag} takes IMAGE=VALUE"))
+        };
+        match flag {
+            "--profile" => settings.profile = value.parse().unwrap(),
+            "--kubernetes-version" => settings.kube_version = value.parse().unwrap(),
+            "--enable" => {
+                settings.enable.insert(value.to_string());
+            }
+            "--allowed-registry" => settings.images.allowed_registries.push(value.to_string()),
+            "--digest" => {
+                let (image, digest) = kv();
+                digests.insert(image.to_string(), digest.to_string());
+            }
+            "--trivy-report" => {
+                let (image, file) = kv();
+                let json = std::fs::read(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/fixtures/scanners")
+                        .join(file),
+                )
+                .unwrap();
+                let report = kubeharden::vuln::parse_trivy(&json).unwrap();
+                scans.insert(
+                    image.to_string(),
+                    ScanOutcome::Report(std::sync::Arc::new(report)),
+                );
+            }
+            "--scan-failed" => {
+                scans.insert(
+                    value.to_string(),
+                    ScanOutcome::Failed("trivy exited with status 1: connection refused".into()),
+                );
+            }
+            other => panic!("unknown fixture flag {other}"),
+        }
+    }
+    settings.images.digests = std::sync::Arc::new(digests);
+    settings.images.scans = std::sync::Arc::new(scans);
+    settings
+}

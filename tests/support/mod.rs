@@ -62,9 +62,24 @@ pub struct Harness {
 impl Harness {
     /// The app on an SQLite file of its own.
     pub async fn start() -> Harness {
+        Self::start_with_scanner(None).await
+    }
+
+    /// The app with an image scanner, on an SQLite file of its own.
+    pub async fn start_with_scanner(scanner: Option<Arc<kubeharden::scan::Scanner>>) -> Harness {
         let db = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", db.path().join("kubeharden.db").display());
-        Self::start_on(url, db).await
+        let github = FakeGitHub::start(APP_ID, &key("test-app-key.pub.pem")).await;
+        github.install(INSTALLATION, REPO);
+        let first = replica_with(&github.url, &url, scanner).await;
+        Harness {
+            github,
+            url: first.url.clone(),
+            state: first.state.clone(),
+            db_url: url,
+            replicas: vec![first],
+            _db: db,
+        }
     }
 
     /// The app on a database URL (PostgreSQL for the replica tests).
@@ -153,6 +168,14 @@ impl Harness {
 }
 
 async fn replica(github_url: &str, db_url: &str) -> Replica {
+    replica_with(github_url, db_url, None).await
+}
+
+async fn replica_with(
+    github_url: &str,
+    db_url: &str,
+    scanner: Option<Arc<kubeharden::scan::Scanner>>,
+) -> Replica {
     let private = Secret::new(String::from_utf8(key("test-app-key.pem")).unwrap());
     // Short waits keep the retry tests fast; the policy is otherwise the production one.
     let retry = RetryPolicy {
@@ -167,6 +190,7 @@ async fn replica(github_url: &str, db_url: &str) -> Replica {
         fetch_concurrency: 8,
         retry_base: Duration::from_millis(10),
         lease: kubeharden::jobs::LEASE,
+        scanner,
     });
     let store = Store::open(db_url).await.unwrap();
     let state = ServerState::new(Secret::new(SECRET), jobs, Arc::new(store));
