@@ -14,6 +14,7 @@ pub mod k8s;
 pub mod lint;
 pub mod metrics;
 pub mod pipeline;
+pub mod registry;
 pub mod render;
 pub mod review;
 pub mod rules;
