@@ -190,6 +190,45 @@ struct ServeArgs {
     /// Image scanning for repositories that turn it on (`images.scan: true`).
     #[command(flatten)]
     scanner: ScannerArgs,
+    #[command(flatten)]
+    registries: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Let repositories that ask for it (`images.pin-digests: true`) have their image tags
+    /// resolved to digests through the registries' API.
+    #[arg(long, env = "REGISTRY_ACCESS")]
+    registry_access: bool,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
+    /// Registries on loopback or private addresses that may be contacted, as `host[:port]`
+    /// (comma-separated); plain http is used for them. Others of that kind are never asked.
+    #[arg(long, env = "REGISTRY_PRIVATE_HOSTS", value_delimiter = ',')]
+    registry_private_hosts: Vec<String>,
+    /// Seconds a registry request may take.
+    #[arg(long, env = "REGISTRY_TIMEOUT", default_value_t = 10)]
+    registry_timeout: u64,
+}
+
+impl RegistryArgs {
+    fn client(&self) -> Result<Option<std::sync::Arc<kubeharden::registry::RegistryClient>>> {
+        use kubeharden::registry::RegistryClient;
+        if !self.registry_access {
+            return Ok(None);
+        }
+        let auth = match &self.registry_auth_file {
+            Some(path) => RegistryClient::auth_from_docker_config(path)?,
+            None => Default::default(),
+        };
+        let mut client = RegistryClient::new(
+            auth,
+            std::time::Duration::from_secs(self.registry_timeout.max(1)),
+        )?;
+        client.set_insecure_http_hosts(self.registry_private_hosts.clone());
+        Ok(Some(std::sync::Arc::new(client)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -644,6 +683,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             grace: std::time::Duration::from_secs(args.shutdown_grace),
             redeliver_interval: args.redeliver_interval,
             scanner: args.scanner.scanner(None),
+            registry_client: args.registries.client()?,
+            private_registry_hosts: args.registries.registry_private_hosts.clone(),
         };
         let router = match credentials {
             Some(c) => launch.start(c)?,
@@ -705,6 +746,8 @@ struct Launch {
     grace: std::time::Duration,
     redeliver_interval: Option<u64>,
     scanner: Option<std::sync::Arc<kubeharden::scan::Scanner>>,
+    registry_client: Option<std::sync::Arc<kubeharden::registry::RegistryClient>>,
+    private_registry_hosts: Vec<String>,
 }
 
 impl Launch {
@@ -725,6 +768,8 @@ impl Launch {
             retry_base: std::time::Duration::from_secs(30),
             lease: self.lease,
             scanner: self.scanner.clone(),
+            registry_client: self.registry_client.clone(),
+            private_registry_hosts: self.private_registry_hosts.clone(),
         });
         let state = kubeharden::server::ServerState::new(
             credentials.webhook_secret(),

@@ -27,6 +27,12 @@ pub struct JobContext {
     pub lease: std::time::Duration,
     /// The vulnerability scanner repositories can turn on (`images.scan`), if the server has one.
     pub scanner: Option<Arc<crate::scan::Scanner>>,
+    /// Registry access for digest pinning (`images.pin-digests`), if the server allows it.
+    pub registry_client: Option<Arc<crate::registry::RegistryClient>>,
+    /// Loopback and private-address registries the server may contact (`host[:port]`). Others
+    /// of that kind, named in a pull request, are never asked: a reference must not turn the
+    /// app into a probe of its own network.
+    pub private_registry_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +152,7 @@ async fn review_with_check(
         .map(|(f, _)| f)
         .collect();
     let mut settings = config.settings();
-    image_knowledge(cx, config, &files, &mut settings).await;
+    image_knowledge(cx, config, &files, &mut settings, true).await;
     // Linting and fixing are CPU work: keep them off the async workers.
     let plan = {
         let registry = cx.registry.clone();
@@ -261,21 +267,25 @@ async fn review_with_check(
 }
 
 /// What the image rules need from outside the manifests, for the images the pull request adds
-/// or changes: the scanner's reports when the repository asks for scanning.
+/// or changes: the scanner's reports when the repository asks for scanning, and the digests
+/// registries serve for their tags when it asks for pinning.
 async fn image_knowledge(
     cx: &JobContext,
     config: &Config,
     files: &[PrFile],
     settings: &mut crate::lint::Settings,
+    scan: bool,
 ) {
-    if !config.images.scan {
+    let scan = scan && config.images.scan;
+    let pin = config.images.pin_digests && cx.registry_client.is_some();
+    if !scan && !pin {
         return;
     }
     let sources: Vec<crate::source::SourceFile> = files
         .iter()
         .map(|f| crate::source::SourceFile::new(f.path.clone(), f.text.clone()))
         .collect();
-    let changed: Vec<String> = crate::image::uses(&sources, &settings.limits)
+    let mut changed: Vec<String> = crate::image::uses(&sources, &settings.limits)
         .into_iter()
         .filter(|u| {
             let file = files.iter().find(|f| f.path == u.path);
@@ -286,7 +296,16 @@ async fn image_knowledge(
         .map(|u| u.image)
         .filter(|i| crate::image::parse(i).is_ok())
         .collect();
+    changed.sort();
+    changed.dedup();
     if changed.is_empty() {
+        return;
+    }
+    if pin && let Some(client) = &cx.registry_client {
+        settings.images.digests =
+            Arc::new(resolve_digests(client, &changed, &cx.private_registry_hosts, config).await);
+    }
+    if !scan {
         return;
     }
     let scans = match &cx.scanner {
@@ -304,6 +323,97 @@ async fn image_knowledge(
             .collect(),
     };
     settings.images.scans = Arc::new(scans);
+}
+
+/// Digests for the tagged references among `images`, a few at a time. A registry that cannot
+/// answer only means no suggestion for its images.
+async fn resolve_digests(
+    client: &Arc<crate::registry::RegistryClient>,
+    images: &[String],
+    private_hosts: &[String],
+    config: &Config,
+) -> std::collections::BTreeMap<String, String> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for image in images {
+        let Ok(r) = crate::image::parse(image) else {
+            continue;
+        };
+        if r.digest.is_some() {
+            continue;
+        }
+        // An allow-list bounds which registries are contacted, too.
+        if !config.images.allowed_registries.is_empty()
+            && !crate::image::allowed(&r, &config.images.allowed_registries)
+        {
+            continue;
+        }
+        if !may_contact(&r.domain, private_hosts) {
+            tracing::info!(
+                image,
+                "not resolving a digest on a loopback or private address"
+            );
+            continue;
+        }
+        let client = client.clone();
+        let limit = limit.clone();
+        let image = image.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = client
+                .resolve_digest(&r.domain, &r.path, r.effective_tag())
+                .await;
+            (image, result)
+        });
+    }
+    let mut digests = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((image, Ok(digest))) => {
+                digests.insert(image, digest);
+            }
+            Ok((image, Err(e))) => tracing::info!(image, "no digest: {e}"),
+            Err(e) => tracing::warn!("a digest task failed: {e}"),
+        }
+    }
+    digests
+}
+
+/// Whether the app may send a request to this registry: any host name, but a loopback,
+/// private, link-local or unspecified address (or `localhost`) only when the server lists it.
+pub fn may_contact(domain: &str, private_hosts: &[String]) -> bool {
+    let domain = domain.to_ascii_lowercase();
+    if private_hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(&domain))
+    {
+        return true;
+    }
+    let host = match domain.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => domain.split(':').next().unwrap_or(""),
+    };
+    if host == "localhost" || host.ends_with(".localhost") {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.octets()[0] == 100 && (64..128).contains(&ip.octets()[1]))
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some())
+        }
+        Err(_) => true,
+    }
 }
 
 /// The configuration on the base branch: `Ok(Err(problem))` when it exists but does not load.
@@ -575,9 +685,11 @@ async fn answer(
             .map(|(f, sha)| (f.path.clone(), sha.clone()))
             .collect();
         let files: Vec<PrFile> = fetched.into_iter().map(|(f, _)| f).collect();
+        // The same digests the review suggested: the commit pins what the suggestions pin.
+        let mut settings = config.settings();
+        image_knowledge(cx, &config, &files, &mut settings, false).await;
         let mut set = {
             let registry = cx.registry.clone();
-            let settings = Linter::new(&cx.registry, config.settings()).settings;
             tokio::task::spawn_blocking(move || {
                 let linter = Linter::new(&registry, settings);
                 commands::fix_change(&linter, &files, unsafe_fixes)
@@ -722,4 +834,38 @@ async fn tree_entries(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_contact;
+
+    #[test]
+    fn pull_requests_cannot_point_the_app_at_its_own_network() {
+        for denied in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "10.0.0.7",
+            "192.168.1.1:443",
+            "169.254.169.254",
+            "100.64.0.1",
+            "[::1]:5000",
+            "[fd00::1]",
+            "[::ffff:127.0.0.1]",
+            "0.0.0.0",
+        ] {
+            assert!(!may_contact(denied, &[]), "{denied}");
+        }
+        for allowed in ["docker.io", "ghcr.io", "registry.internal:5000", "8.8.8.8"] {
+            assert!(may_contact(allowed, &[]), "{allowed}");
+        }
+        assert!(may_contact(
+            "127.0.0.1:5000",
+            &["127.0.0.1:5000".to_string()]
+        ));
+        assert!(!may_contact(
+            "127.0.0.1:5001",
+            &["127.0.0.1:5000".to_string()]
+        ));
+    }
 }

@@ -5,6 +5,8 @@
 //! The `docker-registry` tests skip when the binary is missing, unless
 //! `KUBEHARDEN_REQUIRE_REGISTRY` is set (CI: `apt-get install -y docker-registry`).
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -751,4 +753,73 @@ fn accept_header_names_all_four_manifest_types() {
     ] {
         assert!(MANIFEST_ACCEPT.contains(t), "{t}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The GitHub App: a pull request's new image gets its digest suggested on the same line.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_suggests_the_registrys_digest_on_the_image_line() {
+    let Some(registry) = start_registry().await else {
+        return;
+    };
+    let pushed = push_test_images(&registry.base).await;
+    let domain = registry.domain.clone();
+    let h = support::Harness::start_with_images(
+        None,
+        Some(Arc::new(client(Duration::from_secs(5)))),
+        vec![domain.clone()],
+    )
+    .await;
+    let config = "images:\n  pin-digests: true\n";
+    let manifest = |tag: &str, other: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  automountServiceAccountToken: false\n  containers:\n    - name: app\n      image: \"{domain}/team/app:{tag}\"  # bumped by hand\n    - name: other\n      image: {other}\n"
+        )
+    };
+    // The other image is on loopback too, but not a host the server may contact.
+    let other = format!("127.0.0.2:{}/team/app:1.0", registry.port);
+    let base = manifest("0.9", &other);
+    let head = manifest("1.0", &other);
+    h.github.commit(
+        support::REPO,
+        "base1",
+        &[(".github/kubeharden.yaml", config), ("pod.yaml", &base)],
+    );
+    h.github.commit(
+        support::REPO,
+        "head1",
+        &[(".github/kubeharden.yaml", config), ("pod.yaml", &head)],
+    );
+    h.github.open_pr(support::REPO, 3, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &support::pull_request_event("opened", 3, "base1", "head1"),
+    )
+    .await;
+    let _ = h.github.take_check_runs();
+    let reviews = h.github.take_reviews();
+    assert_eq!(reviews.len(), 1);
+    let pin = reviews[0]
+        .comments
+        .iter()
+        .find(|c| c.body.contains("image-not-pinned"))
+        .expect("a pinning suggestion");
+    // The suggestion starts at the image line (the container's hardening, which goes right
+    // after it, is part of the same suggestion).
+    assert_eq!(pin.start_line.unwrap_or(pin.line), 9, "on the image line");
+    let want = format!(
+        "```suggestion\n      image: \"{domain}/team/app:1.0@{}\"  # bumped by hand\n",
+        pushed.manifest
+    );
+    assert!(pin.body.contains(&want), "{}", pin.body);
+    // Only one suggestion: the private host that is not listed was never asked.
+    assert_eq!(
+        reviews[0]
+            .comments
+            .iter()
+            .filter(|c| c.body.contains("image-not-pinned"))
+            .count(),
+        1
+    );
 }

@@ -67,11 +67,21 @@ impl Harness {
 
     /// The app with an image scanner, on an SQLite file of its own.
     pub async fn start_with_scanner(scanner: Option<Arc<kubeharden::scan::Scanner>>) -> Harness {
+        Self::start_with_images(scanner, None, Vec::new()).await
+    }
+
+    /// The app with an image scanner and registry access (and the private registry hosts it
+    /// may contact).
+    pub async fn start_with_images(
+        scanner: Option<Arc<kubeharden::scan::Scanner>>,
+        registry: Option<Arc<kubeharden::registry::RegistryClient>>,
+        private_hosts: Vec<String>,
+    ) -> Harness {
         let db = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", db.path().join("kubeharden.db").display());
         let github = FakeGitHub::start(APP_ID, &key("test-app-key.pub.pem")).await;
         github.install(INSTALLATION, REPO);
-        let first = replica_with(&github.url, &url, scanner).await;
+        let first = replica_with(&github.url, &url, scanner, registry, private_hosts).await;
         Harness {
             github,
             url: first.url.clone(),
@@ -168,13 +178,15 @@ impl Harness {
 }
 
 async fn replica(github_url: &str, db_url: &str) -> Replica {
-    replica_with(github_url, db_url, None).await
+    replica_with(github_url, db_url, None, None, Vec::new()).await
 }
 
 async fn replica_with(
     github_url: &str,
     db_url: &str,
     scanner: Option<Arc<kubeharden::scan::Scanner>>,
+    registry_client: Option<Arc<kubeharden::registry::RegistryClient>>,
+    private_registry_hosts: Vec<String>,
 ) -> Replica {
     let private = Secret::new(String::from_utf8(key("test-app-key.pem")).unwrap());
     // Short waits keep the retry tests fast; the policy is otherwise the production one.
@@ -191,6 +203,8 @@ async fn replica_with(
         retry_base: Duration::from_millis(10),
         lease: kubeharden::jobs::LEASE,
         scanner,
+        registry_client,
+        private_registry_hosts,
     });
     let store = Store::open(db_url).await.unwrap();
     let state = ServerState::new(Secret::new(SECRET), jobs, Arc::new(store));
