@@ -278,6 +278,10 @@ pub enum Reply {
     },
     BadConfig(String),
     Failed(String),
+    /// A button on the check run of an older commit.
+    Stale {
+        head: String,
+    },
 }
 
 /// The Markdown of a reply. `set` is the fix set the reply is about, when there is one.
@@ -328,6 +332,9 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
         }
         Reply::NothingToFix { unsafe_left } => {
             b.push_str("there is nothing KubeHarden can fix in the files this pull request changes, so nothing was committed.");
+            if let Some(set) = set {
+                skipped(&mut b, set);
+            }
             if *unsafe_left > 0 {
                 let _ = write!(
                     b,
@@ -395,6 +402,13 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
                 &head[..head.len().min(7)]
             );
         }
+        Reply::Stale { head } => {
+            let _ = write!(
+                b,
+                "that button belongs to the check run of an older commit; the branch is now at `{}`, so nothing was committed. Use the button on the newest KubeHarden check run, or comment `/kubeharden fix`.",
+                &head[..head.len().min(7)]
+            );
+        }
         Reply::BadConfig(problem) => {
             let _ = write!(
                 b,
@@ -410,8 +424,10 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
             );
         }
     }
+    // Clipped before the marker, which must survive: a retry looks for it.
+    let mut b = crate::review::clip_body_to(&b, crate::review::MAX_BODY - 200);
     let _ = write!(b, "\n\n{}", reply_marker(request));
-    crate::review::clip_body(&b)
+    b
 }
 
 fn commit_link(sha: &str, url: &str) -> String {

@@ -187,6 +187,10 @@ struct ServeArgs {
     /// GitHub's web root for the setup flow; derived from --github-api-url when absent.
     #[arg(long, env = "GITHUB_URL")]
     github_url: Option<String>,
+    /// The token the setup page asks for (at least 16 characters); a random one, printed in
+    /// the log, when absent.
+    #[arg(long, env = "SETUP_TOKEN", hide_env_values = true)]
+    setup_token: Option<String>,
     /// Image scanning for repositories that turn it on (`images.scan: true`).
     #[command(flatten)]
     scanner: ScannerArgs,
@@ -227,6 +231,7 @@ impl RegistryArgs {
             std::time::Duration::from_secs(self.registry_timeout.max(1)),
         )?;
         client.set_insecure_http_hosts(self.registry_private_hosts.clone());
+        client.guard_network(self.registry_private_hosts.clone());
         Ok(Some(std::sync::Arc::new(client)))
     }
 }
@@ -700,6 +705,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                     &github_url,
                     &args.github_api_url,
                     credentials_path,
+                    args.setup_token.clone(),
                     std::sync::Arc::new(move |c| {
                         let launch = launch.clone();
                         Box::pin(async move { launch.start(c) })

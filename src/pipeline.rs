@@ -301,14 +301,50 @@ async fn image_knowledge(
     if changed.is_empty() {
         return;
     }
+    // Scanners and registries are only sent to registries the server may contact: allowed by
+    // the repository's list, and on public addresses unless the server lists them.
+    let mut refused = std::collections::BTreeMap::new();
+    let mut contactable = Vec::new();
+    for (i, image) in changed.into_iter().enumerate() {
+        let Ok(r) = crate::image::parse(&image) else {
+            continue;
+        };
+        let why = if i >= MAX_IMAGES {
+            Some(format!(
+                "not scanned: the pull request changes more than {MAX_IMAGES} images, and one review scans at most that many"
+            ))
+        } else if !config.images.allowed_registries.is_empty()
+            && !crate::image::allowed(&r, &config.images.allowed_registries)
+        {
+            Some("not scanned: the registry is not in images.allowed-registries".to_string())
+        } else if !crate::registry::may_contact(
+            crate::registry::api_host(&r.domain),
+            &cx.private_registry_hosts,
+        )
+        .await
+        {
+            Some(format!(
+                "not scanned: {} is a loopback or private address (or does not resolve), and the server does not list it in --registry-private-hosts",
+                r.domain
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                refused.insert(image, crate::vuln::ScanOutcome::Failed(why));
+            }
+            None => contactable.push(image),
+        }
+    }
+    let changed = contactable;
     if pin && let Some(client) = &cx.registry_client {
-        settings.images.digests =
-            Arc::new(resolve_digests(client, &changed, &cx.private_registry_hosts, config).await);
+        settings.images.digests = Arc::new(resolve_digests(client, &changed, config).await);
     }
     if !scan {
         return;
     }
-    let scans = match &cx.scanner {
+    let mut scans = match &cx.scanner {
         Some(scanner) => scanner.scan_all(&changed).await,
         None => changed
             .into_iter()
@@ -322,15 +358,19 @@ async fn image_knowledge(
             })
             .collect(),
     };
+    scans.extend(refused);
     settings.images.scans = Arc::new(scans);
 }
+
+/// The most images one review scans or resolves: a pull request must not be able to hold the
+/// server's scanner for hours.
+const MAX_IMAGES: usize = 50;
 
 /// Digests for the tagged references among `images`, a few at a time. A registry that cannot
 /// answer only means no suggestion for its images.
 async fn resolve_digests(
     client: &Arc<crate::registry::RegistryClient>,
     images: &[String],
-    private_hosts: &[String],
     config: &Config,
 ) -> std::collections::BTreeMap<String, String> {
     let limit = Arc::new(tokio::sync::Semaphore::new(4));
@@ -346,13 +386,6 @@ async fn resolve_digests(
         if !config.images.allowed_registries.is_empty()
             && !crate::image::allowed(&r, &config.images.allowed_registries)
         {
-            continue;
-        }
-        if !may_contact(&r.domain, private_hosts) {
-            tracing::info!(
-                image,
-                "not resolving a digest on a loopback or private address"
-            );
             continue;
         }
         let client = client.clone();
@@ -377,43 +410,6 @@ async fn resolve_digests(
         }
     }
     digests
-}
-
-/// Whether the app may send a request to this registry: any host name, but a loopback,
-/// private, link-local or unspecified address (or `localhost`) only when the server lists it.
-pub fn may_contact(domain: &str, private_hosts: &[String]) -> bool {
-    let domain = domain.to_ascii_lowercase();
-    if private_hosts
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(&domain))
-    {
-        return true;
-    }
-    let host = match domain.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => domain.split(':').next().unwrap_or(""),
-    };
-    if host == "localhost" || host.ends_with(".localhost") {
-        return false;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => {
-            !(ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
-                || ip.octets()[0] == 100 && (64..128).contains(&ip.octets()[1]))
-        }
-        Ok(std::net::IpAddr::V6(ip)) => {
-            !(ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some())
-        }
-        Err(_) => true,
-    }
 }
 
 /// The configuration on the base branch: `Ok(Err(problem))` when it exists but does not load.
@@ -499,6 +495,9 @@ pub struct CommandJob {
     pub requester: String,
     /// The comment that asked, to react to; `None` for a button.
     pub comment: Option<u64>,
+    /// For a button: the commit its check run is about.
+    #[serde(default)]
+    pub head_sha: Option<String>,
     pub requested_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -526,14 +525,16 @@ pub async fn run_command(
             })?,
     );
     let marker = commands::reply_marker(request);
-    if retried
-        && client
-            .has_comment_with(
-                job.pr,
-                &marker,
-                job.requested_at - chrono::Duration::minutes(1),
-            )
-            .await?
+    // Checked on every run, not only retries: a job released at shutdown after replying runs
+    // again with its attempts given back.
+    let _ = retried;
+    if client
+        .has_comment_with(
+            job.pr,
+            &marker,
+            job.requested_at - chrono::Duration::minutes(1),
+        )
+        .await?
     {
         return Ok(Outcome::AlreadyDone);
     }
@@ -557,6 +558,7 @@ pub async fn run_command(
                 | Reply::BadConfig(_)
                 | Reply::Failed(_)
                 | Reply::Unknown(_)
+                | Reply::Stale { .. }
         )
     );
     let tag = reply.as_ref().map_or("rechecked".to_string(), reply_tag);
@@ -586,6 +588,7 @@ fn reply_tag(reply: &Reply) -> String {
         Reply::Raced { .. } => "raced",
         Reply::BadConfig(_) => "bad-config",
         Reply::Failed(_) => "failed",
+        Reply::Stale { .. } => "stale",
     }
     .to_string()
 }
@@ -659,10 +662,23 @@ async fn answer(
     }
     let mut moved_from: Option<String> = None;
     let mut head = String::new();
-    for _ in 0..COMMIT_ROUNDS {
+    for round in 0..COMMIT_ROUNDS {
         let pr = client.pull_request(job.pr).await?;
         if pr.state.as_deref() == Some("closed") {
             return Ok((Some(Reply::Closed), None));
+        }
+        // A button on an older commit's check run: its reviewer saw other content, so nothing
+        // is committed on their behalf.
+        if round == 0
+            && let Some(clicked) = job.head_sha.as_deref()
+            && clicked != pr.head.sha
+        {
+            return Ok((
+                Some(Reply::Stale {
+                    head: pr.head.sha.clone(),
+                }),
+                None,
+            ));
         }
         head = pr.head.sha.clone();
         let config = match base_config(client, &pr.base.sha, &cx.registry).await? {
@@ -777,6 +793,16 @@ async fn answer(
             // Not a fast-forward: someone pushed meanwhile. Never force: start over on the new
             // head.
             Err(e) if e.status() == Some(422) => {
+                // GitHub says 422 for a protected branch or a failed ref update too: only a
+                // head that really moved is a race worth another round.
+                let now = client.pull_request(job.pr).await?.head.sha;
+                if now == head {
+                    return Err(crate::jobs::Permanent(format!(
+                        "GitHub refused to move the branch `{}` to the fix commit: {e}",
+                        pr.head.branch
+                    ))
+                    .into());
+                }
                 tracing::info!(pr = job.pr, "the branch moved while committing: {e}");
                 moved_from.get_or_insert(head.clone());
             }
@@ -834,38 +860,4 @@ async fn tree_entries(
         }
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::may_contact;
-
-    #[test]
-    fn pull_requests_cannot_point_the_app_at_its_own_network() {
-        for denied in [
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "10.0.0.7",
-            "192.168.1.1:443",
-            "169.254.169.254",
-            "100.64.0.1",
-            "[::1]:5000",
-            "[fd00::1]",
-            "[::ffff:127.0.0.1]",
-            "0.0.0.0",
-        ] {
-            assert!(!may_contact(denied, &[]), "{denied}");
-        }
-        for allowed in ["docker.io", "ghcr.io", "registry.internal:5000", "8.8.8.8"] {
-            assert!(may_contact(allowed, &[]), "{allowed}");
-        }
-        assert!(may_contact(
-            "127.0.0.1:5000",
-            &["127.0.0.1:5000".to_string()]
-        ));
-        assert!(!may_contact(
-            "127.0.0.1:5001",
-            &["127.0.0.1:5000".to_string()]
-        ));
-    }
 }

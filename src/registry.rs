@@ -121,6 +121,9 @@ pub struct RegistryClient {
     /// `Err` when the machine has no TLS roots: only plain-http registries work then.
     https: Result<Client<HttpsConnector<HttpConnector>, Body>, String>,
     insecure_http_hosts: Arc<Vec<String>>,
+    /// When set, only public hosts and these listed ones are contacted (registries and token
+    /// realms alike), checked on what the name resolves to.
+    guard: Option<Arc<Vec<String>>>,
     /// Bearer tokens per (registry API host, scope).
     tokens: Arc<Mutex<HashMap<(String, String), CachedToken>>>,
 }
@@ -231,6 +234,7 @@ impl RegistryClient {
             http,
             https,
             insecure_http_hosts: Arc::new(Vec::new()),
+            guard: None,
             tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -244,6 +248,20 @@ impl RegistryClient {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .collect(),
         );
+    }
+
+    /// Contact only public hosts and `listed` ones (`host[:port]`): names that a pull request
+    /// writes into an image reference, or a registry writes into its token realm, must not reach
+    /// loopback, private, link-local or metadata addresses of the server's own network.
+    pub fn guard_network(&mut self, listed: Vec<String>) {
+        self.guard = Some(Arc::new(listed));
+    }
+
+    async fn allowed(&self, authority: &str) -> bool {
+        match &self.guard {
+            None => true,
+            Some(listed) => may_contact(authority, listed).await,
+        }
     }
 
     /// Load credentials from a Docker `config.json` (`{"auths": {"host": {"auth":
@@ -300,6 +318,12 @@ impl RegistryClient {
         }
 
         let (scheme, host) = self.endpoint(domain);
+        if !self.allowed(&host).await {
+            return Err(RegistryError::Config(format!(
+                "not contacting {host} for {}: a loopback or private address the server does not list",
+                target.reference
+            )));
+        }
         let uri: Uri = format!("{scheme}://{host}/v2/{path}/manifests/{tag}")
             .parse()
             .map_err(|_| invalid("not a valid URL"))?;
@@ -477,6 +501,12 @@ impl RegistryClient {
         };
         if scheme != "https" && scheme != "http" {
             return Err(target.protocol(format!("the token realm {realm:?} is not http(s)")));
+        }
+        // A registry names its token realm: it must not send the app into the server's network.
+        if !self.allowed(&realm_host).await {
+            return Err(target.protocol(format!(
+                "the token realm {realm:?} is on a loopback or private address"
+            )));
         }
         let mut url = realm.to_string();
         url.push(if realm.contains('?') { '&' } else { '?' });
@@ -762,6 +792,79 @@ fn host_of(authority: &str) -> &str {
         rest.split(']').next().unwrap_or(rest)
     } else {
         authority.split(':').next().unwrap_or(authority)
+    }
+}
+
+/// The host a registry's API is served from: Docker Hub's is not `docker.io`.
+pub fn api_host(domain: &str) -> &str {
+    match domain {
+        "docker.io" | "index.docker.io" => "registry-1.docker.io",
+        other => other,
+    }
+}
+
+/// Whether the app may contact `authority` (`host[:port]`): any host listed; otherwise only
+/// when every address it resolves to is public. Literal addresses are checked as they are;
+/// names (and the numeric spellings resolvers accept, such as `127.1`) by resolving them.
+pub async fn may_contact(authority: &str, listed: &[String]) -> bool {
+    let authority = authority.trim().to_ascii_lowercase();
+    if listed
+        .iter()
+        .any(|h| h.trim().eq_ignore_ascii_case(&authority))
+    {
+        return true;
+    }
+    let host = host_of(&authority).to_string();
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with('[') && (authority.starts_with('[') == h.ends_with(']')))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(443);
+    if host.is_empty() || host == "localhost" || host.ends_with(".localhost") {
+        return false;
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return is_public(ip);
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(addrs)) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| is_public(a.ip()))
+        }
+        // Unresolvable: nothing to contact.
+        _ => false,
+    }
+}
+
+/// Not loopback, private, link-local (cloud metadata), shared (CGNAT), unspecified, broadcast,
+/// or an IPv4 address in IPv6 clothing.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some()
+                || ip.to_ipv4().is_some())
+        }
     }
 }
 
@@ -1173,6 +1276,31 @@ mod tests {
         assert_eq!(auth_key("docker.io"), "docker.io");
         assert_eq!(auth_key("http://LOCALHOST:5000/"), "localhost:5000");
         assert_eq!(auth_key(" ghcr.io "), "ghcr.io");
+    }
+
+    #[tokio::test]
+    async fn pull_requests_cannot_point_the_app_at_its_own_network() {
+        for denied in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1:5000",
+            "10.0.0.7",
+            "192.168.1.1:443",
+            "169.254.169.254",
+            "100.64.0.1",
+            "[::1]:5000",
+            "[fd00::1]",
+            "[::ffff:127.0.0.1]",
+            "0.0.0.0",
+            "app.localhost",
+        ] {
+            assert!(!may_contact(denied, &[]).await, "{denied}");
+        }
+        for allowed in ["8.8.8.8", "[2001:4860:4860::8888]:443"] {
+            assert!(may_contact(allowed, &[]).await, "{allowed}");
+        }
+        assert!(may_contact("127.0.0.1:5000", &["127.0.0.1:5000".to_string()]).await);
+        assert!(!may_contact("127.0.0.1:5001", &["127.0.0.1:5000".to_string()]).await);
     }
 
     #[test]

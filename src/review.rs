@@ -268,16 +268,9 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
             continue;
         };
         let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
-        // The finding spans the `image: value` entry.
-        let entry = f.range.slice(&file.text).trim();
-        let value = entry
-            .strip_prefix("image")
-            .map(|r| r.trim_start().trim_start_matches(':'))
-            .unwrap_or(entry);
-        let image = value
-            .trim()
-            .trim_matches(|c| c == '"' || c == '\'')
-            .to_string();
+        let Some(image) = f.hit.as_ref().and_then(|h| h.subject.clone()) else {
+            continue;
+        };
         let fingerprint = fingerprint(&format!("{}|{image}", f.path), &[f]);
         fingerprints.push(fingerprint.clone());
         if !hunks
@@ -670,6 +663,11 @@ fn table(report: &Report) -> String {
 /// Cut a comment to what GitHub accepts.
 pub fn clip_body(s: &str) -> String {
     clip(s, MAX_BODY)
+}
+
+/// Cut a comment to `max` characters.
+pub fn clip_body_to(s: &str, max: usize) -> String {
+    clip(s, max)
 }
 
 fn clip(s: &str, max: usize) -> String {

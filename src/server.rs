@@ -402,6 +402,8 @@ fn command_of(event: &Event, app_id: u64) -> Option<(String, CommandJob)> {
                     command,
                     requester: e.sender.login.clone(),
                     comment: None,
+                    head_sha: (e.action == "requested_action")
+                        .then(|| e.check_run.head_sha.clone()),
                     requested_at: chrono::Utc::now(),
                 },
             ))
@@ -421,6 +423,7 @@ fn command_of(event: &Event, app_id: u64) -> Option<(String, CommandJob)> {
                     command,
                     requester: e.comment.user.login.clone(),
                     comment: Some(e.comment.id),
+                    head_sha: None,
                     requested_at: e.comment.created_at,
                 },
             ))

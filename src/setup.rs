@@ -117,6 +117,10 @@ pub struct Setup {
     pub credentials_path: PathBuf,
     /// Anti-forgery token: GitHub sends it back with the code; a callback without it is refused.
     state: String,
+    /// Who may see the setup page (and so the state): the operator, who has the link with this
+    /// token from the server's log or set it. The server must be reachable by GitHub, so the
+    /// page is public; without this anyone could register an app of theirs first.
+    token: String,
     start: Starter,
     /// The app, once configured.
     live: OnceLock<Router>,
@@ -130,6 +134,7 @@ impl Setup {
         github_url: &str,
         api_url: &str,
         credentials_path: PathBuf,
+        token: Option<String>,
         start: Starter,
     ) -> Result<Arc<Setup>> {
         let public_url = public_url.trim_end_matches('/').to_string();
@@ -139,12 +144,24 @@ impl Setup {
         );
         let mut state = [0u8; 24];
         getrandom::getrandom(&mut state).context("no randomness for the setup state")?;
+        let token = match token {
+            Some(t) => {
+                anyhow::ensure!(t.len() >= 16, "SETUP_TOKEN must be at least 16 characters");
+                t
+            }
+            None => {
+                let mut t = [0u8; 16];
+                getrandom::getrandom(&mut t).context("no randomness for the setup token")?;
+                hex::encode(t)
+            }
+        };
         Ok(Arc::new(Setup {
             public_url,
             github_url: github_url.trim_end_matches('/').to_string(),
             api_url: api_url.trim_end_matches('/').to_string(),
             credentials_path,
             state: hex::encode(state),
+            token,
             start,
             live: OnceLock::new(),
             busy: tokio::sync::Mutex::new(()),
@@ -162,6 +179,11 @@ impl Setup {
 
     pub fn configured(&self) -> bool {
         self.live.get().is_some()
+    }
+
+    /// The link the operator opens: the setup page with its token.
+    pub fn link(&self) -> String {
+        format!("{}/setup?token={}", self.public_url, self.token)
     }
 }
 
@@ -223,9 +245,30 @@ fn secure(mut response: Response, github_url: &str) -> Response {
     response
 }
 
-async fn page(State(setup): State<Arc<Setup>>) -> Response {
+#[derive(Deserialize)]
+struct PageQuery {
+    token: Option<String>,
+}
+
+/// Constant-time comparison of two secrets.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn page(State(setup): State<Arc<Setup>>, Query(q): Query<PageQuery>) -> Response {
     if setup.configured() {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if !same(q.token.as_deref().unwrap_or(""), &setup.token) {
+        return (
+            StatusCode::FORBIDDEN,
+            "open the setup link the server printed in its log (…/setup?token=…), or the one with the SETUP_TOKEN it was given",
+        )
+            .into_response();
     }
     let manifest = escape(&setup.manifest().to_string());
     let state = &setup.state;
@@ -280,16 +323,8 @@ async fn callback(State(setup): State<Arc<Setup>>, Query(q): Query<Callback>) ->
     if setup.configured() {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let expected = setup.state.as_bytes();
-    let given = q.state.as_deref().unwrap_or("").as_bytes();
-    // Constant time: the state is the only thing between a forged callback and the server.
-    let same = given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    // Only someone who saw the page (and so had the token) knows the state.
+    if !same(q.state.as_deref().unwrap_or(""), &setup.state) {
         return (
             StatusCode::FORBIDDEN,
             "this callback does not come from the setup this server started",

@@ -657,3 +657,61 @@ async fn symlinks_and_executables_keep_their_mode() {
         replies[0].body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_button_on_an_older_commits_check_run_commits_nothing() {
+    let h = Harness::start().await;
+    let run = reviewed_pr(&h).await;
+    // A new push after the review: the clicked run is about head1, the branch is at head2.
+    h.github.commit(
+        REPO,
+        "head2",
+        &[
+            ("README.md", "hello again\n"),
+            ("deploy/web.yaml", INSECURE),
+            (".github/workflows/pod.yaml", POD_IN_A_WORKFLOW_DIR),
+        ],
+    );
+    h.github.push(REPO, 7, "head2");
+    h.github.set_permission("alice", "write");
+    h.deliver("check_run", &button_event(&run, "apply_all_fixes", "alice"))
+        .await;
+    assert!(git_writes(&h.github.calls()).is_empty());
+    let replies = h.github.take_comments();
+    assert_eq!(replies.len(), 1);
+    assert!(
+        replies[0]
+            .body
+            .contains("belongs to the check run of an older commit"),
+        "{}",
+        replies[0].body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_branch_is_reported_not_retried_as_a_race() {
+    let h = Harness::start().await;
+    let _ = reviewed_pr(&h).await;
+    h.github.set_permission("alice", "write");
+    // GitHub refuses the update (a protected branch) while the head stays where it was.
+    h.github
+        .fail(http::Method::PATCH, "/git/refs/heads/", 422, &[], 1);
+    let id = h.github.add_comment(7, "alice", "/kubeharden fix");
+    h.deliver(
+        "issue_comment",
+        &comment_event(7, id, "alice", "/kubeharden fix"),
+    )
+    .await;
+    assert_eq!(h.github.made_commits().len(), 1, "one attempt, no rounds");
+    assert_eq!(h.github.pr_head(REPO, 7), "head1");
+    let replies = h.github.take_comments();
+    assert_eq!(replies.len(), 1);
+    assert!(
+        replies[0]
+            .body
+            .contains("GitHub refused to move the branch `feature-7`"),
+        "{}",
+        replies[0].body
+    );
+    assert_eq!(h.github.reactions().last().unwrap().1, "confused");
+}

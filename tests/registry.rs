@@ -765,12 +765,11 @@ async fn the_review_suggests_the_registrys_digest_on_the_image_line() {
     };
     let pushed = push_test_images(&registry.base).await;
     let domain = registry.domain.clone();
-    let h = support::Harness::start_with_images(
-        None,
-        Some(Arc::new(client(Duration::from_secs(5)))),
-        vec![domain.clone()],
-    )
-    .await;
+    let mut guarded = client(Duration::from_secs(5));
+    guarded.guard_network(vec![domain.clone()]);
+    let h =
+        support::Harness::start_with_images(None, Some(Arc::new(guarded)), vec![domain.clone()])
+            .await;
     let config = "images:\n  pin-digests: true\n";
     let manifest = |tag: &str, other: &str| {
         format!(

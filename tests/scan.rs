@@ -214,6 +214,37 @@ async fn the_scanner_runs_as_a_child_and_every_failure_is_an_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_run_at_most_n_at_once_and_trivy_server_mode_is_passed_on() {
+    let dir = stand_in();
+    let s = Scanner::new(
+        ScannerKind::Trivy,
+        Some(dir.path().join("fake-scanner")),
+        Some("http://trivy.internal:4954".into()),
+        Duration::from_secs(10),
+        2,
+    );
+    let images: Vec<String> = (0..6)
+        .map(|i| format!("ghcr.io/acme/app{i}:slow"))
+        .collect();
+    let out = s.scan_all(&images).await;
+    assert_eq!(out.len(), 6);
+    assert!(out.values().all(|o| matches!(o, ScanOutcome::Report(_))));
+    let marks = std::fs::read_to_string(dir.path().join("running.log")).unwrap();
+    let (mut now, mut most) = (0i32, 0i32);
+    for m in marks.lines() {
+        now += if m == "+" { 1 } else { -1 };
+        most = most.max(now);
+    }
+    assert_eq!(most, 2, "{marks}");
+    let args = std::fs::read_to_string(dir.path().join("args.log")).unwrap();
+    let first = args.lines().next().unwrap();
+    assert!(
+        first.starts_with("image --format json --quiet --scanners vuln --timeout 10s --server http://trivy.internal:4954 -- ghcr.io/acme/app"),
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_report_is_read() {
     let dir = stand_in();
     // 40 000 findings, about 12 MB: a large image with a bad base.
@@ -376,11 +407,16 @@ fn lint_scan_images_on_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_bumping_an_image_to_a_vulnerable_version_hears_about_it_on_that_line() {
     let dir = stand_in();
-    let h = support::Harness::start_with_scanner(Some(scanner(
-        dir.path(),
-        ScannerKind::Trivy,
-        Duration::from_secs(10),
-    )))
+    // ghcr.io is listed as a host the server may contact, so no DNS lookup leaves the test.
+    let h = support::Harness::start_with_images(
+        Some(scanner(
+            dir.path(),
+            ScannerKind::Trivy,
+            Duration::from_secs(10),
+        )),
+        None,
+        vec!["ghcr.io".into()],
+    )
     .await;
     let repo = support::REPO;
     let config = "images:\n  scan: true\n  fail-on: high\n";

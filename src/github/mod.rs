@@ -880,15 +880,13 @@ impl RepoClient {
         .await
     }
 
-    /// A user's access to the repository: `admin`, `maintain`, `write`, `triage`, `read` or
-    /// `none`. GitHub's `permission` field folds maintain into write and triage into read;
-    /// `role_name` keeps them apart.
+    /// A user's access to the repository: `admin`, `write`, `read` or `none`. GitHub's
+    /// `permission` field folds maintain (and custom roles that inherit write) into write;
+    /// `role_name` would name a custom role instead, so it is not used.
     pub async fn permission(&self, user: &str) -> Result<String, GitHubError> {
         #[derive(Deserialize)]
         struct Permission {
             permission: String,
-            #[serde(default)]
-            role_name: Option<String>,
         }
         let path = format!(
             "{}/collaborators/{}/permission",
@@ -896,10 +894,7 @@ impl RepoClient {
             encode_path(user)
         );
         match self.call::<Permission>(Method::GET, &path, None).await {
-            Ok(p) => Ok(p
-                .role_name
-                .filter(|r| !r.is_empty())
-                .unwrap_or(p.permission)),
+            Ok(p) => Ok(p.permission),
             // Not a collaborator at all.
             Err(e) if e.status() == Some(404) => Ok("none".into()),
             Err(e) => Err(e),

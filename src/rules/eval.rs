@@ -19,6 +19,8 @@ pub struct Hit {
     pub unless_service_account: Option<(Option<String>, String)>,
     /// A severity decided by what was found (a vulnerability report against its threshold).
     pub severity: Option<crate::rules::Severity>,
+    /// What the finding is about, as written (the image reference of the image rules).
+    pub subject: Option<String>,
 }
 
 /// What a fix would act on: the node the scope visited, the path below it, and what was found.
@@ -431,6 +433,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                     },
                     unless_service_account: None,
                     severity: None,
+                    subject: None,
                 });
             };
             // Inherited values are reported at the container that inherits them.
@@ -613,6 +616,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                             None,
                         );
                         if let Some(last) = hits.last_mut() {
+                            last.subject = Some(image.to_string());
                             last.severity = Some(if worst >= cx.images.fail_on {
                                 crate::rules::Severity::Error
                             } else {
@@ -624,10 +628,27 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                 Condition::ImageScanFailed => {
                     if let Some(v) = value
                         && let Some(image) = doc.str_value(v)
-                        && let Some(crate::vuln::ScanOutcome::Failed(why)) =
-                            cx.images.scans.get(image)
                     {
-                        hit(at_value(v), Some(format!("{image}: {why}")), None);
+                        match cx.images.scans.get(image) {
+                            Some(crate::vuln::ScanOutcome::Failed(why)) => {
+                                hit(at_value(v), Some(format!("{image}: {why}")), None);
+                            }
+                            // A clean report that read nothing is said so, as a note.
+                            Some(crate::vuln::ScanOutcome::Report(r)) if !r.packages_found => {
+                                hit(
+                                    at_value(v),
+                                    Some(format!(
+                                        "{image}: {} found no operating-system or language packages in this image, so its clean result may only mean it had nothing to read",
+                                        r.scanner
+                                    )),
+                                    None,
+                                );
+                                if let Some(last) = hits.last_mut() {
+                                    last.severity = Some(crate::rules::Severity::Note);
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 Condition::SecretEnv(spec) => {
