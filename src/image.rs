@@ -172,7 +172,8 @@ fn parse_digest(digest: &str) -> Result<String, RefError> {
     Ok(digest.to_string())
 }
 
-fn valid_tag(tag: &str) -> bool {
+/// `[\w][\w.-]{0,127}`.
+pub(crate) fn valid_tag(tag: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let bytes = tag.as_bytes();
     !bytes.is_empty()
@@ -183,7 +184,8 @@ fn valid_tag(tag: &str) -> bool {
             .all(|&b| word(b) || b == b'.' || b == b'-')
 }
 
-fn valid_domain(domain: &str) -> bool {
+/// `host[:port]`, a host being dot-separated labels or an IPv6 address in brackets.
+pub(crate) fn valid_domain(domain: &str) -> bool {
     let (host, port) = if let Some(v6) = domain.strip_prefix('[') {
         let Some((addr, rest)) = v6.split_once(']') else {
             return false;
@@ -221,7 +223,7 @@ fn valid_domain(domain: &str) -> bool {
 }
 
 /// `path-component ('/' path-component)*`, each `[a-z0-9]+` joined by `.`, `_`, `__` or `-`+.
-fn valid_path(path: &str) -> bool {
+pub(crate) fn valid_path(path: &str) -> bool {
     !path.is_empty() && path.split('/').all(valid_component)
 }
 

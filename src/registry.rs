@@ -945,87 +945,23 @@ fn is_sha256_digest(s: &str) -> bool {
     })
 }
 
-/// `host[:port]` or `[v6]:port`: what may go between `://` and `/v2/`.
+/// `host[:port]` or `[v6]:port`: what may go between `://` and `/v2/` (the reference grammar's
+/// domain, with a port of at most five digits).
 fn valid_domain(domain: &str) -> bool {
-    if domain.is_empty() || domain.len() > 255 {
-        return false;
-    }
-    let (host_ok, port) = if let Some(rest) = domain.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return false;
-        };
-        let ok = !v6.is_empty()
-            && v6
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-        match after {
-            "" => (ok, None),
-            _ => match after.strip_prefix(':') {
-                Some(port) => (ok, Some(port)),
-                None => return false,
-            },
-        }
-    } else {
-        let (host, port) = match domain.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (domain, None),
-        };
-        let ok = host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-        (ok, port)
-    };
-    host_ok
-        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    let port = domain
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.starts_with('[') || h.ends_with(']'))
+        .map(|(_, p)| p);
+    domain.len() <= 255 && crate::image::valid_domain(domain) && port.is_none_or(|p| p.len() <= 5)
 }
 
-/// `path-component ('/' path-component)*`, a component being lowercase alphanumerics joined by
-/// `.`, `_`, `__` or a run of `-`; 255 characters at most.
+/// The reference grammar's path, 255 characters at most.
 fn valid_path(path: &str) -> bool {
-    path.len() <= 255 && !path.is_empty() && path.split('/').all(valid_path_component)
+    path.len() <= 255 && crate::image::valid_path(path)
 }
 
-fn valid_path_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        if alnum(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !alnum(bytes[i]) {
-            i += 1;
-        }
-        let separator = &component[start..i];
-        let ok = separator == "."
-            || separator == "_"
-            || separator == "__"
-            || separator.bytes().all(|b| b == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// `[\w][\w.-]{0,127}`.
 fn valid_tag(tag: &str) -> bool {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let bytes = tag.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 128
-        && word(bytes[0])
-        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+    crate::image::valid_tag(tag)
 }
 
 /// One challenge of a `WWW-Authenticate` header: the scheme (lowercase) and its parameters

@@ -107,31 +107,6 @@ async fn a_new_insecure_deployment_gets_a_check_run_and_a_review_with_suggestion
     assert_eq!(h.github.rejected_reviews(), 0);
 }
 
-const HARDENED: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: api
-  namespace: shop
-spec:
-  template:
-    spec:
-      automountServiceAccountToken: false
-      securityContext:
-        runAsNonRoot: true
-        seccompProfile:
-          type: RuntimeDefault
-      containers:
-        - name: api
-          image: ghcr.io/acme/api:3.1.0
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities:
-              drop: [ALL]
-          resources:
-            limits: {cpu: 500m, memory: 256Mi}
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_outside_the_diff_become_annotations_not_a_rejected_review() {
     let h = Harness::start().await;
@@ -500,7 +475,7 @@ async fn a_clean_pull_request_gets_a_green_check_and_no_review() {
         REPO,
         "head1",
         &[
-            ("api.yaml", HARDENED),
+            ("api.yaml", support::HARDENED),
             ("sa.yaml", sa),
             ("notes.md", "# not YAML\n"),
         ],

@@ -41,31 +41,6 @@ spec:
         privileged: true
 ";
 
-const HARDENED: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: api
-  namespace: shop
-spec:
-  template:
-    spec:
-      automountServiceAccountToken: false
-      securityContext:
-        runAsNonRoot: true
-        seccompProfile:
-          type: RuntimeDefault
-      containers:
-        - name: api
-          image: ghcr.io/acme/api:3.1.0
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities:
-              drop: [ALL]
-          resources:
-            limits: {cpu: 500m, memory: 256Mi}
-";
-
 fn fixed(path: &str, text: &str, min: Applicability) -> String {
     let registry = Registry::builtin().unwrap();
     let linter = Linter::new(&registry, Settings::default());
@@ -454,7 +429,10 @@ async fn nothing_to_fix_is_said_and_nothing_is_committed() {
     h.github.commit(
         REPO,
         "head1",
-        &[("README.md", "hello\n"), ("deploy/api.yaml", HARDENED)],
+        &[
+            ("README.md", "hello\n"),
+            ("deploy/api.yaml", support::HARDENED),
+        ],
     );
     h.github.open_pr(REPO, 9, "base1", "head1");
     h.github.set_permission("alice", "write");

@@ -11,14 +11,6 @@ use support::{APP_ID, FakeGitHub, INSTALLATION, REPO, SECRET, deliver_to, pull_r
 
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: c\n      image: nginx:1.27\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct App {
     child: Child,
     url: String,
@@ -103,7 +95,7 @@ async fn killed_mid_job_and_after_posting_the_review_posts_everything_exactly_on
     let dir = tmp.path();
     let db = format!("sqlite://{}", dir.join("kubeharden.db").display());
     let log = dir.join("app.log");
-    let port = free_port();
+    let port = support::free_port();
 
     // 1. Killed while the job runs: the blob fetch hangs long enough.
     github.stall(http::Method::GET, "/git/blobs/", Duration::from_secs(30), 1);
@@ -192,7 +184,12 @@ async fn sigterm_lets_the_running_job_finish_then_exits() {
     let db = format!("sqlite://{}", tmp.path().join("kubeharden.db").display());
     // The job is mid-flight (its blob takes a second) when the signal comes.
     github.stall(http::Method::GET, "/git/blobs/", Duration::from_secs(1), 1);
-    let mut app = start(&github.url, &db, free_port(), &tmp.path().join("app.log"));
+    let mut app = start(
+        &github.url,
+        &db,
+        support::free_port(),
+        &tmp.path().join("app.log"),
+    );
     ready(&app).await;
     let event = pull_request_event("opened", 2, "base", "head");
     assert_eq!(

@@ -73,14 +73,6 @@ async fn call(
     (parts.status, parts.headers, body)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Debian's docker-registry
 
@@ -129,7 +121,7 @@ async fn start_registry() -> Option<DockerRegistry> {
     // so a registry that exits early is started again on another port.
     for _ in 0..3 {
         let root = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = support::free_port();
         let config = root.path().join("config.yml");
         std::fs::write(
             &config,
@@ -360,7 +352,7 @@ async fn missing_tag_and_missing_repository_are_not_found() {
 
 #[tokio::test]
 async fn closed_port_is_unreachable_quickly() {
-    let port = free_port(); // bound and released: nothing listens there now
+    let port = support::free_port(); // bound and released: nothing listens there now
     let client = client(Duration::from_secs(10));
     let started = Instant::now();
     let err = client

@@ -24,14 +24,6 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
     child: Child,
     url: String,
@@ -58,7 +50,7 @@ async fn github() -> FakeGitHub {
 
 /// `kubeharden serve` with no credentials at all, only a public URL.
 async fn start_unconfigured(github: &FakeGitHub) -> Server {
-    let port = free_port();
+    let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
@@ -273,7 +265,7 @@ impl Browser {
             eprintln!("chromium or chromedriver not installed: the browser test is skipped");
             return None;
         };
-        let port = free_port();
+        let port = support::free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -321,7 +313,8 @@ impl Browser {
         .await;
     }
 
-    async fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` selects.
+    async fn element(&self, css: &str) -> String {
         let found = self
             .call(
                 "POST",
@@ -329,10 +322,14 @@ impl Browser {
                 json!({ "using": "css selector", "value": css }),
             )
             .await;
-        let id = found["element-6066-11e4-a52e-4f735466cecf"]
+        found["element-6066-11e4-a52e-4f735466cecf"]
             .as_str()
             .unwrap()
-            .to_string();
+            .to_string()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
         self.call(
             "POST",
             &format!("/session/{}/element/{id}/click", self.session),
@@ -342,17 +339,7 @@ impl Browser {
     }
 
     async fn fill(&self, css: &str, text: &str) {
-        let found = self
-            .call(
-                "POST",
-                &format!("/session/{}/element", self.session),
-                json!({ "using": "css selector", "value": css }),
-            )
-            .await;
-        let id = found["element-6066-11e4-a52e-4f735466cecf"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = self.element(css).await;
         self.call(
             "POST",
             &format!("/session/{}/element/{id}/value", self.session),

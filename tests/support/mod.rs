@@ -25,6 +25,32 @@ pub const INSTALLATION: u64 = 77;
 pub const SECRET: &str = "webhook secret for tests";
 pub const REPO: &str = "acme/deploy";
 
+/// A Deployment with nothing to find: every hardening field set.
+pub const HARDENED: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: shop
+spec:
+  template:
+    spec:
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: api
+          image: ghcr.io/acme/api:3.1.0
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: [ALL]
+          resources:
+            limits: {cpu: 500m, memory: 256Mi}
+";
+
 fn key(name: &str) -> Vec<u8> {
     std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -231,6 +257,15 @@ async fn replica_with(
         tasks,
         _stop: stop,
     }
+}
+
+/// A loopback port nobody listens on (at the moment of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rand_id() -> u128 {
