@@ -286,6 +286,7 @@ pub enum Reply {
 
 /// The Markdown of a reply. `set` is the fix set the reply is about, when there is one.
 pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>) -> String {
+    let none = FixSet::default();
     let mut b = format!("@{requester} ");
     match reply {
         Reply::Help | Reply::Unknown(_) => {
@@ -349,7 +350,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
             url,
             moved_from,
         } => {
-            let set = set.expect("a commit has its fix set");
+            let set = set.unwrap_or(&none);
             let _ = writeln!(
                 b,
                 "committed {}: {} fix{} in {} file{} ({}). The review is being updated.",
@@ -368,7 +369,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
                 let _ = writeln!(
                     b,
                     "\nThe branch moved away from `{}` while KubeHarden was committing; the fixes were worked out again on the new head, and nothing was force-pushed.",
-                    &old[..old.len().min(7)]
+                    short(old)
                 );
             }
             if set.unsafe_left > 0 {
@@ -383,7 +384,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
             skipped(&mut b, set);
         }
         Reply::ForkPatch => {
-            let set = set.expect("a patch has its fix set");
+            let set = set.unwrap_or(&none);
             let _ = writeln!(
                 b,
                 "this pull request comes from a fork, and KubeHarden never pushes to forks. The author can commit the review's suggestions one by one or in a batch, or apply this patch ({} fix{} in {} file{}) with `git apply`:\n",
@@ -399,14 +400,14 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
             let _ = write!(
                 b,
                 "the branch kept moving while KubeHarden was committing (it is now at `{}`), so nothing was committed and nothing was force-pushed. Comment `/kubeharden fix` again once the pushes have settled.",
-                &head[..head.len().min(7)]
+                short(head)
             );
         }
         Reply::Stale { head } => {
             let _ = write!(
                 b,
                 "that button belongs to the check run of an older commit; the branch is now at `{}`, so nothing was committed. Use the button on the newest KubeHarden check run, or comment `/kubeharden fix`.",
-                &head[..head.len().min(7)]
+                short(head)
             );
         }
         Reply::BadConfig(problem) => {
@@ -430,8 +431,13 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
     b
 }
 
+/// The first seven characters of a commit id.
+fn short(sha: &str) -> String {
+    sha.chars().take(7).collect()
+}
+
 fn commit_link(sha: &str, url: &str) -> String {
-    let short = &sha[..sha.len().min(7)];
+    let short = short(sha);
     if url.starts_with("https://") || url.starts_with("http://") {
         format!("[`{short}`]({url})")
     } else {
