@@ -131,6 +131,13 @@ struct FixArgs {
     /// Not these rules (comma-separated ids).
     #[arg(long, value_delimiter = ',')]
     ignore: Vec<String>,
+    /// Pin every tagged image to the digest its registry serves now (asks the registries;
+    /// credentials from --registry-auth-file).
+    #[arg(long)]
+    pin_digests: bool,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -513,6 +520,17 @@ fn fix(args: FixArgs) -> Result<ExitCode> {
         Applicability::Safe
     };
     let (files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    if args.pin_digests {
+        settings.enable.insert("image-not-pinned".into());
+        settings.disable.remove("image-not-pinned");
+        let (digests, problems) =
+            local_digests(&files, &settings, args.registry_auth_file.as_deref())?;
+        // A registry that cannot answer leaves its images unpinned, and says so.
+        for p in problems {
+            eprintln!("kubeharden: {p}");
+        }
+        settings.images.digests = std::sync::Arc::new(digests);
+    }
     let linter = Linter::new(&registry, settings);
     let mut out = String::new();
     let mut remaining = false;
@@ -815,6 +833,68 @@ impl Launch {
         );
         Ok(kubeharden::server::router(state))
     }
+}
+
+/// The digests registries serve now for the tagged images of the files (the user's own
+/// machine asks: no network guard), and what could not be resolved.
+fn local_digests(
+    files: &[SourceFile],
+    settings: &kubeharden::lint::Settings,
+    auth_file: Option<&Path>,
+) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
+    use kubeharden::registry::RegistryClient;
+    let mut images: Vec<String> = kubeharden::image::uses(files, &settings.limits)
+        .into_iter()
+        .map(|u| u.image)
+        .filter(|i| kubeharden::image::parse(i).is_ok_and(|r| r.digest.is_none()))
+        .collect();
+    images.sort();
+    images.dedup();
+    if images.is_empty() {
+        return Ok(Default::default());
+    }
+    let auth = match auth_file {
+        Some(path) => RegistryClient::auth_from_docker_config(path)?,
+        None => Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = std::sync::Arc::new(RegistryClient::new(
+            auth,
+            std::time::Duration::from_secs(15),
+        )?);
+        let mut tasks = tokio::task::JoinSet::new();
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        for image in images {
+            let client = client.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = match kubeharden::image::parse(&image) {
+                    Ok(r) => {
+                        client
+                            .resolve_digest(&r.domain, &r.path, r.effective_tag())
+                            .await
+                    }
+                    Err(e) => Err(kubeharden::registry::RegistryError::Config(e.to_string())),
+                };
+                (image, result)
+            });
+        }
+        let mut digests = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((image, Ok(digest))) => {
+                    digests.insert(image, digest);
+                }
+                Ok((image, Err(e))) => problems.push(format!("{image} not pinned: {e}")),
+                Err(e) => problems.push(format!("a digest lookup failed: {e}")),
+            }
+        }
+        problems.sort();
+        anyhow::Ok((digests, problems))
+    })
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or SIGINT.

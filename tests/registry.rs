@@ -814,3 +814,45 @@ async fn the_review_suggests_the_registrys_digest_on_the_image_line() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fix_pin_digests_on_the_command_line() {
+    let Some(registry) = start_registry().await else {
+        return;
+    };
+    let pushed = push_test_images(&registry.base).await;
+    let domain = registry.domain.clone();
+    let work = tempfile::tempdir().unwrap();
+    let text = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  containers:\n    - name: app\n      image: {domain}/team/app:1.0 # pinned below\n    - name: gone\n      image: {domain}/team/app:missing\n"
+    );
+    std::fs::write(work.path().join("pod.yaml"), &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .args([
+            "fix",
+            "--pin-digests",
+            "--write",
+            "--select",
+            "image-not-pinned",
+            "pod.yaml",
+        ])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let fixed = std::fs::read_to_string(work.path().join("pod.yaml")).unwrap();
+    assert_eq!(
+        fixed,
+        text.replace(
+            "team/app:1.0 #",
+            &format!("team/app:1.0@{} #", pushed.manifest)
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{domain}/team/app:missing not pinned")),
+        "{stderr}"
+    );
+    // The unpinnable image is still reported.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+}
