@@ -729,9 +729,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
                         Box::pin(async move { launch.start(c) })
                     }),
                 )?;
+                // The one secret this log line carries on purpose: the operator needs it once.
                 tracing::info!(
-                    "no credentials yet: open {}/setup to register the GitHub App",
-                    setup.public_url
+                    "no credentials yet: open {} to register the GitHub App",
+                    setup.link()
                 );
                 kubeharden::setup::router(setup)
             }

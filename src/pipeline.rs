@@ -667,19 +667,6 @@ async fn answer(
         if pr.state.as_deref() == Some("closed") {
             return Ok((Some(Reply::Closed), None));
         }
-        // A button on an older commit's check run: its reviewer saw other content, so nothing
-        // is committed on their behalf.
-        if round == 0
-            && let Some(clicked) = job.head_sha.as_deref()
-            && clicked != pr.head.sha
-        {
-            return Ok((
-                Some(Reply::Stale {
-                    head: pr.head.sha.clone(),
-                }),
-                None,
-            ));
-        }
         head = pr.head.sha.clone();
         let config = match base_config(client, &pr.base.sha, &cx.registry).await? {
             Ok(config) => config,
@@ -691,6 +678,19 @@ async fn answer(
                 Some(Reply::CommittedEarlier {
                     sha: head_commit.sha,
                     url: head_commit.html_url,
+                }),
+                None,
+            ));
+        }
+        // A button on an older commit's check run: its reviewer saw other content, so nothing
+        // is committed on their behalf.
+        if round == 0
+            && let Some(clicked) = job.head_sha.as_deref()
+            && clicked != pr.head.sha
+        {
+            return Ok((
+                Some(Reply::Stale {
+                    head: pr.head.sha.clone(),
                 }),
                 None,
             ));
@@ -795,7 +795,7 @@ async fn answer(
             Err(e) if e.status() == Some(422) => {
                 // GitHub says 422 for a protected branch or a failed ref update too: only a
                 // head that really moved is a race worth another round.
-                let now = client.pull_request(job.pr).await?.head.sha;
+                let now = client.branch_head(&pr.head.branch).await?;
                 if now == head {
                     return Err(crate::jobs::Permanent(format!(
                         "GitHub refused to move the branch `{}` to the fix commit: {e}",

@@ -117,13 +117,16 @@ struct CachedToken {
 pub struct RegistryClient {
     auth: Arc<HashMap<String, Credentials>>,
     timeout: Duration,
-    http: Client<HttpConnector, Body>,
+    http: Client<HttpConnector<GuardedResolver>, Body>,
     /// `Err` when the machine has no TLS roots: only plain-http registries work then.
-    https: Result<Client<HttpsConnector<HttpConnector>, Body>, String>,
+    https: Result<Client<HttpsConnector<HttpConnector<GuardedResolver>>, Body>, String>,
     insecure_http_hosts: Arc<Vec<String>>,
     /// When set, only public hosts and these listed ones are contacted (registries and token
     /// realms alike), checked on what the name resolves to.
     guard: Option<Arc<Vec<String>>>,
+    /// The same list, read by the connections' resolver: the address connected to is the one
+    /// checked (a name cannot answer public to the check and private to the connection).
+    resolver_guard: Arc<std::sync::RwLock<Option<Arc<Vec<String>>>>>,
     /// Bearer tokens per (registry API host, scope).
     tokens: Arc<Mutex<HashMap<(String, String), CachedToken>>>,
 }
@@ -205,7 +208,10 @@ impl RegistryClient {
             .map(|(host, (user, password))| (auth_key(&host), Credentials { user, password }))
             .collect();
 
-        let mut connector = HttpConnector::new();
+        let resolver_guard = Arc::new(std::sync::RwLock::new(None));
+        let mut connector = HttpConnector::new_with_resolver(GuardedResolver {
+            guard: resolver_guard.clone(),
+        });
         connector.set_connect_timeout(Some(timeout));
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -235,6 +241,7 @@ impl RegistryClient {
             https,
             insecure_http_hosts: Arc::new(Vec::new()),
             guard: None,
+            resolver_guard,
             tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -254,7 +261,12 @@ impl RegistryClient {
     /// writes into an image reference, or a registry writes into its token realm, must not reach
     /// loopback, private, link-local or metadata addresses of the server's own network.
     pub fn guard_network(&mut self, listed: Vec<String>) {
-        self.guard = Some(Arc::new(listed));
+        let listed = Arc::new(listed);
+        self.guard = Some(listed.clone());
+        *self
+            .resolver_guard
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(listed);
     }
 
     async fn allowed(&self, authority: &str) -> bool {
@@ -493,7 +505,19 @@ impl RegistryClient {
         let realm_uri: Uri = realm
             .parse()
             .map_err(|_| target.protocol(format!("the token realm {realm:?} is not a URL")))?;
-        let realm_host = realm_uri.authority().map(|a| a.as_str().to_string());
+        // Host and port only: userinfo (`public@internal`) must not pass for another host.
+        if realm_uri
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            return Err(target.protocol(format!(
+                "the token realm {realm:?} carries user information"
+            )));
+        }
+        let realm_host = realm_uri.host().map(|h| match realm_uri.port_u16() {
+            Some(port) => format!("{h}:{port}"),
+            None => h.to_string(),
+        });
         let (Some(scheme), Some(realm_host)) = (realm_uri.scheme_str(), realm_host) else {
             return Err(
                 target.protocol(format!("the token realm {realm:?} is not an absolute URL"))
@@ -795,6 +819,54 @@ fn host_of(authority: &str) -> &str {
     }
 }
 
+/// Resolves names for the client's connections, dropping non-public addresses when the guard
+/// is on (unless the name is listed), so what is connected to is what was checked.
+#[derive(Clone)]
+struct GuardedResolver {
+    guard: Arc<std::sync::RwLock<Option<Arc<Vec<String>>>>>,
+}
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let guard = self.guard.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let Some(listed) = guard else {
+                return Ok(addrs.into_iter());
+            };
+            let is_listed = listed
+                .iter()
+                .any(|l| host_of(l.trim()).eq_ignore_ascii_case(&host));
+            if is_listed {
+                return Ok(addrs.into_iter());
+            }
+            let public: Vec<_> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves to a loopback or private address"),
+                ));
+            }
+            Ok(public.into_iter())
+        })
+    }
+}
+
 /// The host a registry's API is served from: Docker Hub's is not `docker.io`.
 pub fn api_host(domain: &str) -> &str {
     match domain {
@@ -846,22 +918,34 @@ pub async fn may_contact(authority: &str, listed: &[String]) -> bool {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
-            let [a, b, ..] = ip.octets();
+            let [a, b, c, d] = ip.octets();
             !(ip.is_loopback()
                 || ip.is_private()
                 || ip.is_link_local()
                 || ip.is_unspecified()
                 || ip.is_broadcast()
                 || ip.is_documentation()
+                || ip.is_multicast()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                // Azure's WireServer, a metadata endpoint outside the link-local range.
+                || [a, b, c, d] == [168, 63, 129, 16])
         }
         IpAddr::V6(ip) => {
-            let first = ip.segments()[0];
+            let seg = ip.segments();
+            let first = seg[0];
             !(ip.is_loopback()
                 || ip.is_unspecified()
+                || ip.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                // 6to4 and NAT64 carry IPv4 addresses, private ones included.
+                || first == 0x2002
+                || (first == 0x64 && seg[1] == 0xff9b)
                 || ip.to_ipv4_mapped().is_some()
                 || ip.to_ipv4().is_some())
         }
@@ -1215,6 +1299,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connections_resolve_through_the_guard() {
+        use tower::Service;
+        let guard = Arc::new(std::sync::RwLock::new(None));
+        let mut resolver = GuardedResolver {
+            guard: guard.clone(),
+        };
+        let name = |h: &str| {
+            h.parse::<hyper_util::client::legacy::connect::dns::Name>()
+                .unwrap()
+        };
+        // No guard: as the system resolves.
+        assert!(resolver.call(name("localhost")).await.is_ok());
+        *guard.write().unwrap() = Some(Arc::new(Vec::new()));
+        let refused = resolver.call(name("localhost")).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied);
+        *guard.write().unwrap() = Some(Arc::new(vec!["localhost:5000".to_string()]));
+        assert!(resolver.call(name("localhost")).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn pull_requests_cannot_point_the_app_at_its_own_network() {
         for denied in [
             "localhost:5000",
@@ -1227,6 +1331,10 @@ mod tests {
             "[::1]:5000",
             "[fd00::1]",
             "[::ffff:127.0.0.1]",
+            "[64:ff9b::a00:7]",
+            "[2002:a00:7::1]",
+            "168.63.129.16",
+            "198.18.0.1",
             "0.0.0.0",
             "app.localhost",
         ] {

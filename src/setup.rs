@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
@@ -216,14 +216,20 @@ async fn dispatch(State(setup): State<Arc<Setup>>, request: Request) -> Response
         };
     }
     match request.uri().path() {
-        "/" => return Redirect::to("/setup").into_response(),
+        "/" => {
+            return (
+                StatusCode::OK,
+                "KubeHarden is not set up yet: open the /setup?token=… link the server printed in its log",
+            )
+                .into_response();
+        }
         // Ready to be set up: a readiness probe must let the setup page be reached.
         "/readyz" => return (StatusCode::OK, "waiting for setup").into_response(),
         _ => {}
     }
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        "KubeHarden is not set up yet: open /setup in a browser",
+        "KubeHarden is not set up yet: open the /setup?token=… link the server printed in its log",
     )
         .into_response()
 }

@@ -50,17 +50,27 @@ async fn github() -> FakeGitHub {
 
 /// `kubeharden serve` with no credentials at all, only a public URL.
 async fn start_unconfigured(github: &FakeGitHub) -> Server {
+    start_unconfigured_with(github, Some(TOKEN)).await
+}
+
+/// The same, with the setup token given or left for the server to make up (and log).
+async fn start_unconfigured_with(github: &FakeGitHub, token: Option<&str>) -> Server {
     let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+    let log = std::fs::File::create(data.path().join("server.log")).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubeharden"));
+    match token {
+        Some(t) => command.env("SETUP_TOKEN", t),
+        None => command.env_remove("SETUP_TOKEN"),
+    };
+    let child = command
         .arg("serve")
         .env_remove("APP_ID")
         .env_remove("PRIVATE_KEY")
         .env_remove("PRIVATE_KEY_PATH")
         .env_remove("WEBHOOK_SECRET")
         .env("PUBLIC_URL", &url)
-        .env("SETUP_TOKEN", TOKEN)
         .env("GITHUB_API_URL", &github.url)
         .env("GITHUB_URL", &github.url)
         .env("DATA_DIR", data.path())
@@ -69,8 +79,9 @@ async fn start_unconfigured(github: &FakeGitHub) -> Server {
             format!("sqlite://{}", data.path().join("kh.db").display()),
         )
         .env("LISTEN", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "text")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let server = Server { child, url, data };
@@ -223,6 +234,29 @@ async fn the_setup_page_registers_the_app_and_the_server_switches_to_it() {
     .await;
     assert_eq!(status, 404);
     assert_configured(&server, &github).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_setup_token_the_server_makes_one_and_logs_the_link() {
+    let github = github().await;
+    let server = start_unconfigured_with(&github, None).await;
+    let log = server.data.path().join("server.log");
+    let mut link = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find(&format!("{}/setup?token=", server.url)) {
+            let rest = &text[at..];
+            link = Some(rest[..rest.find(char::is_whitespace).unwrap_or(rest.len())].to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let link = link.expect("the setup link is in the log");
+    let token = link.split("token=").nth(1).unwrap();
+    assert!(token.len() >= 32, "{token}");
+    let path = link.trim_start_matches(&server.url);
+    assert_eq!(support::get(&server.url, path).await.0, 200);
+    assert_eq!(support::get(&server.url, "/setup").await.0, 403);
 }
 
 /// A WebDriver session on chromedriver driving Debian's headless Chromium.

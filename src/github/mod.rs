@@ -1012,6 +1012,16 @@ impl RepoClient {
         self.call(Method::POST, &path, Some(&body)).await
     }
 
+    /// Where a branch points now (authoritative: a pull request's `head.sha` can lag a push).
+    pub async fn branch_head(&self, branch: &str) -> Result<String, GitHubError> {
+        #[derive(Deserialize)]
+        struct Ref {
+            object: GitObject,
+        }
+        let path = format!("{}/git/ref/heads/{}", self.repo_path(), encode_path(branch));
+        Ok(self.call::<Ref>(Method::GET, &path, None).await?.object.sha)
+    }
+
     /// Move a branch to `sha`, fast-forward only. GitHub answers 422 when it is not one (the
     /// branch moved since its head was read).
     pub async fn fast_forward(&self, branch: &str, sha: &str) -> Result<(), GitHubError> {

@@ -638,7 +638,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                                 hit(
                                     at_value(v),
                                     Some(format!(
-                                        "{image}: {} found no operating-system or language packages in this image, so its clean result may only mean it had nothing to read",
+                                        "{image}: {} reported no operating-system packages for this image, so its clean result may only mean it had little to read (a scratch, distroless or unknown base)",
                                         r.scanner
                                     )),
                                     None,

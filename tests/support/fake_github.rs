@@ -1194,6 +1194,16 @@ fn repo_request(
                 json!({ "sha": sha, "tree": { "sha": tree }, "html_url": format!("https://github.com/{repo_name}/commit/{sha}"), "verification": { "verified": verified } }),
             )
         }
+        (Method::GET, ["git", "ref", "heads", branch @ ..]) => {
+            let branch = branch.join("/");
+            match repo.refs.get(&branch) {
+                Some(sha) => json_response(
+                    StatusCode::OK,
+                    json!({ "ref": format!("refs/heads/{branch}"), "object": { "sha": sha, "type": "commit" } }),
+                ),
+                None => error(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
         (Method::PATCH, ["git", "refs", "heads", branch @ ..]) => {
             let branch = branch.join("/");
             let new = body["sha"].as_str().unwrap_or_default().to_string();
