@@ -778,6 +778,15 @@ async fn answer(
             .create_commit(&message, &tree, &pr.head.sha)
             .await
             .context("cannot create the commit")?;
+        // GitHub's ref update checks fast-forward, not that the branch is still where it was:
+        // a branch force-pushed back to an ancestor meanwhile would take the commit and bring
+        // back what was removed. Look right before moving it (a window of one request remains).
+        let now = client.branch_head(&pr.head.branch).await?;
+        if now != pr.head.sha {
+            tracing::info!(pr = job.pr, "the branch moved before the ref update");
+            moved_from.get_or_insert(head.clone());
+            continue;
+        }
         match client.fast_forward(&pr.head.branch, &commit.sha).await {
             Ok(()) => {
                 tracing::info!(commit = commit.sha, pr = job.pr, "fixes committed");

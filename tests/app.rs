@@ -977,3 +977,24 @@ async fn a_delivery_without_an_installation_is_dead_at_once() {
     );
     assert!(job.last_error.unwrap().contains("no installation"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_after_the_review_was_created_does_not_post_it_twice() {
+    let h = Harness::start().await;
+    h.github.commit(REPO, "base1", &[]);
+    h.github.commit(REPO, "head1", &[("web.yaml", INSECURE)]);
+    h.github.open_pr(REPO, 15, "base1", "head1");
+    // GitHub creates the review, then a proxy answers 502: sending the POST again would post
+    // a second review. The job runs again instead and finds the first.
+    h.github
+        .fail_after(http::Method::POST, "/pulls/15/reviews", 502, 1);
+    h.deliver(
+        "pull_request",
+        &pull_request_event("opened", 15, "base1", "head1"),
+    )
+    .await;
+    assert_eq!(h.github.take_reviews().len(), 1, "one review");
+    let runs = h.github.take_check_runs();
+    assert_eq!(runs.len(), 1, "one check run");
+    assert_eq!(runs[0].status, "completed");
+}

@@ -326,9 +326,13 @@ async fn send_raw(
             Method::PUT => crab._put(path, body).await,
             _ => crab._delete(path, body).await,
         };
+        // A POST that creates something (a review, a comment, a check run) may have been
+        // created even though the answer was a 5xx or never came: it is not sent again here.
+        // The job runs again instead, and looks for what it posted before posting.
+        let repeatable = method != Method::POST || !creates(path);
         let response = match response {
             Ok(r) => r,
-            Err(e) if attempt < retry.attempts => {
+            Err(e) if attempt < retry.attempts && repeatable => {
                 tracing::warn!(%method, path, attempt, "GitHub unreachable, retrying: {e}");
                 tokio::time::sleep(backoff(retry, attempt)).await;
                 continue;
@@ -359,7 +363,7 @@ async fn send_raw(
         if status.is_success() {
             return Ok(text);
         }
-        let wait = if status.is_server_error() {
+        let wait = if status.is_server_error() && repeatable {
             Some(backoff(retry, attempt))
         } else if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::FORBIDDEN {
             rate_limit_wait(&headers, &text)
@@ -385,6 +389,13 @@ async fn send_raw(
             }
         }
     }
+}
+
+/// Whether a POST to `path` creates a new object each time it is sent (rate-limit refusals
+/// create nothing, so those are still waited out and sent again).
+fn creates(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    path.ends_with("/reviews") || path.ends_with("/comments") || path.ends_with("/check-runs")
 }
 
 fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {

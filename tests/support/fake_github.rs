@@ -114,6 +114,9 @@ struct Fault {
     status: u16,
     headers: Vec<(String, String)>,
     times: usize,
+    /// Carry the request out, then answer with the fault (the object exists; the app does
+    /// not know it).
+    after: bool,
 }
 
 struct Stall {
@@ -387,6 +390,20 @@ impl FakeGitHub {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             times,
+            after: false,
+        });
+    }
+
+    /// Carry out the next `times` matching requests, then answer them with `status` anyway: a
+    /// 502 from a proxy after GitHub has created the object.
+    pub fn fail_after(&self, method: Method, path_contains: &str, status: u16, times: usize) {
+        self.lock().faults.push(Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            status,
+            headers: Vec::new(),
+            times,
+            after: true,
         });
     }
 
@@ -660,6 +677,23 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut after = None;
+    if let Some(fault) = s
+        .faults
+        .iter_mut()
+        .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains))
+        && fault.after
+    {
+        fault.times -= 1;
+        after = Some(fault.status);
+    }
+    if after.is_some() {
+        let _done = route(&mut s, &method, &uri, &headers, &body, &path);
+        return error(
+            StatusCode::from_u16(after.unwrap_or(502)).unwrap(),
+            "injected fault after the fact",
+        );
+    }
     if let Some(fault) = s
         .faults
         .iter_mut()
@@ -678,35 +712,47 @@ async fn handle(
         }
         return response;
     }
+    route(&mut s, &method, &uri, &headers, &body, &path)
+}
+
+/// Answer a request (after faults and stalls).
+fn route(
+    s: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    path: &str,
+) -> Response {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     // GitHub's web pages of the manifest flow (a browser, not the API).
     match (method.clone(), segments.as_slice()) {
         (Method::POST, ["settings", "apps", "new"]) => {
-            return new_app_page(&mut s, None, &uri, &body);
+            return new_app_page(s, None, uri, body);
         }
         (Method::POST, ["organizations", org, "settings", "apps", "new"]) => {
-            return new_app_page(&mut s, Some(org.to_string()), &uri, &body);
+            return new_app_page(s, Some(org.to_string()), uri, body);
         }
         (Method::POST, ["app-manifests", code, "conversions"]) => {
-            return convert_manifest(&mut s, code);
+            return convert_manifest(s, code);
         }
         _ => {}
     }
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&body).unwrap_or(Value::Null)
+        serde_json::from_slice(body).unwrap_or(Value::Null)
     };
     match (method.clone(), segments.as_slice()) {
         (Method::POST, ["app", "installations", id, "access_tokens"]) => {
-            mint_token(&mut s, &headers, id, body)
+            mint_token(s, headers, id, body)
         }
-        (Method::GET, ["app", "hook", "deliveries"]) => match app_jwt(&s, &headers) {
+        (Method::GET, ["app", "hook", "deliveries"]) => match app_jwt(s, headers) {
             Some(refused) => refused,
             None => json_response(StatusCode::OK, Value::Array(s.hook_deliveries.clone())),
         },
         (Method::POST, ["app", "hook", "deliveries", id, "attempts"]) => {
-            match app_jwt(&s, &headers) {
+            match app_jwt(s, headers) {
                 Some(refused) => refused,
                 None => {
                     s.redelivered.push(id.parse().unwrap_or(0));
@@ -714,24 +760,24 @@ async fn handle(
                 }
             }
         }
-        (Method::POST, ["graphql"]) => match authorize(&s, &headers, None) {
+        (Method::POST, ["graphql"]) => match authorize(s, headers, None) {
             Some(refused) => refused,
-            None => graphql(&mut s, body),
+            None => graphql(s, body),
         },
         (_, ["repos", owner, name, rest @ ..]) => {
             let repo = format!("{owner}/{name}");
-            if let Some(refused) = authorize(&s, &headers, Some(&repo)) {
+            if let Some(refused) = authorize(s, headers, Some(&repo)) {
                 return refused;
             }
-            if let Some(needed) = write_permission(&method, rest)
-                && !token_can(&s, &headers, needed)
+            if let Some(needed) = write_permission(method, rest)
+                && !token_can(s, headers, needed)
             {
                 return error(
                     StatusCode::FORBIDDEN,
                     "Resource not accessible by integration",
                 );
             }
-            repo_request(&mut s, &method, &uri, &repo, rest, body)
+            repo_request(s, method, uri, &repo, rest, body)
         }
         _ => error(StatusCode::NOT_FOUND, "Not Found"),
     }
