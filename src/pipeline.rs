@@ -663,6 +663,10 @@ async fn answer(
     let mut moved_from: Option<String> = None;
     let mut head = String::new();
     for round in 0..COMMIT_ROUNDS {
+        if round > 0 {
+            // GitHub updates a pull request's head a moment after a push: let it settle.
+            tokio::time::sleep(std::time::Duration::from_millis(500 * round as u64)).await;
+        }
         let pr = client.pull_request(job.pr).await?;
         if pr.state.as_deref() == Some("closed") {
             return Ok((Some(Reply::Closed), None));
