@@ -22,21 +22,7 @@ fn best_of<T>(rounds: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() {
-    let vulns: Vec<String> = (0..40_000)
-        .map(|i| {
-            format!(
-                r#"{{"VulnerabilityID":"CVE-2024-{i}","PkgName":"pkg{}","InstalledVersion":"1.{i}","FixedVersion":"1.{}","Severity":"{}","PrimaryURL":"https://avd.aquasec.com/nvd/cve-2024-{i}","Title":"{}"}}"#,
-                i % 300,
-                i + 1,
-                ["LOW", "MEDIUM", "HIGH", "CRITICAL", "UNKNOWN"][i % 5],
-                "x".repeat(150)
-            )
-        })
-        .collect();
-    let json = format!(
-        r#"{{"SchemaVersion":2,"ArtifactName":"big","Results":[{{"Target":"big","Class":"os-pkgs","Type":"debian","Vulnerabilities":[{}]}}]}}"#,
-        vulns.join(",")
-    );
+    let json = common::trivy_report(40_000);
     let (secs, report) = best_of(5, || {
         kubeharden::vuln::parse_trivy(json.as_bytes()).unwrap()
     });

@@ -147,13 +147,8 @@ pub fn fix_change(linter: &Linter<'_>, files: &[PrFile], unsafe_fixes: bool) -> 
     } else {
         Applicability::Safe
     };
-    let sources: Vec<SourceFile> = files
-        .iter()
-        .map(|f| SourceFile::new(f.path.clone(), f.text.clone()))
-        .collect();
-    let report = linter.lint_files(&sources);
-    let linter = Linter::new(linter.registry, linter.settings.clone())
-        .with_quiet_service_accounts(report.quiet_service_accounts.iter().cloned());
+    let sources: Vec<SourceFile> = files.iter().map(PrFile::source).collect();
+    let (report, linter) = linter.lint_change(&sources);
     let mut set = FixSet::default();
     for source in &sources {
         if !may_touch(&source.path) {
@@ -426,7 +421,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
         }
     }
     // Clipped before the marker, which must survive: a retry looks for it.
-    let mut b = crate::review::clip_body_to(&b, crate::review::MAX_BODY - 200);
+    let mut b = crate::review::clip(&b, crate::review::MAX_BODY - 200);
     let _ = write!(b, "\n\n{}", reply_marker(request));
     b
 }
@@ -460,7 +455,7 @@ fn skipped(b: &mut String, set: &FixSet) {
     }
     b.push_str("\nLeft alone:\n");
     for (path, why) in &set.skipped {
-        let _ = writeln!(b, "- {}: {}", inline_code(path), one_line_md(why));
+        let _ = writeln!(b, "- {}: {}", inline_code(path), inline_code(why));
     }
 }
 
@@ -527,10 +522,6 @@ fn inline_code(s: &str) -> String {
         ""
     };
     format!("{fence}{pad}{s}{pad}{fence}")
-}
-
-fn one_line_md(s: &str) -> String {
-    inline_code(s)
 }
 
 #[cfg(test)]

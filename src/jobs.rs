@@ -118,22 +118,14 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Schema migrations, applied in order at start-up: (version, SQLite, PostgreSQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// Schema migrations, applied in order at start-up: (version, SQL). The one word the two
+/// databases spell differently, an auto-incrementing key, is written `{serial}`.
+const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
-    "CREATE TABLE deliveries (id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at BIGINT NOT NULL);
+        "CREATE TABLE deliveries (id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at BIGINT NOT NULL);
      CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        delivery TEXT NOT NULL, repo TEXT NOT NULL, pr BIGINT NOT NULL, head_sha TEXT NOT NULL,
-        payload TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
-        run_after BIGINT NOT NULL, lease_until BIGINT, worker TEXT, last_error TEXT,
-        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
-     CREATE INDEX jobs_claim ON jobs (state, run_after);
-     CREATE INDEX jobs_pr ON jobs (repo, pr);",
-    "CREATE TABLE deliveries (id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at BIGINT NOT NULL);
-     CREATE TABLE jobs (
-        id BIGSERIAL PRIMARY KEY,
+        id {serial},
         delivery TEXT NOT NULL, repo TEXT NOT NULL, pr BIGINT NOT NULL, head_sha TEXT NOT NULL,
         payload TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
         run_after BIGINT NOT NULL, lease_until BIGINT, worker TEXT, last_error TEXT,
@@ -143,7 +135,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         2,
-        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'",
         "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'review'",
     ),
 ];
@@ -199,12 +190,12 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("v")?;
-        for (version, sqlite, postgres) in MIGRATIONS.iter().filter(|(v, ..)| *v > current) {
-            let sql = if self.backend == Backend::Sqlite {
-                sqlite
-            } else {
-                postgres
-            };
+        let serial = match self.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        };
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            let sql = sql.replace("{serial}", serial);
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(sqlx::AssertSqlSafe(statement))
                     .execute(&mut *tx)

@@ -168,6 +168,16 @@ impl<'r> Linter<'r> {
         }
     }
 
+    /// Lint a whole change at once; also the linter that fixes each of its files on its own
+    /// while knowing what the whole change holds (its token-less ServiceAccounts), which the
+    /// review and the commit of fixes both need so that they agree.
+    pub fn lint_change(&self, sources: &[SourceFile]) -> (Report, Linter<'r>) {
+        let report = self.lint_files(sources);
+        let per_file = Linter::new(self.registry, self.settings.clone())
+            .with_quiet_service_accounts(report.quiet_service_accounts.iter().cloned());
+        (report, per_file)
+    }
+
     /// The same linter, also knowing these quiet ServiceAccounts.
     pub fn with_quiet_service_accounts(
         mut self,

@@ -77,24 +77,26 @@ fn label(v: &str) -> String {
 pub fn render(jobs: &[(String, i64)]) -> String {
     with(|m| {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP kubeharden_deliveries_total Webhook deliveries by event and outcome."
+        family(
+            &mut out,
+            "kubeharden_deliveries_total",
+            "counter",
+            "Webhook deliveries by event and outcome.",
+            m.deliveries.iter().map(|((event, outcome), n)| {
+                (
+                    vec![("event", event.as_str()), ("outcome", outcome.as_str())],
+                    n,
+                )
+            }),
         );
-        let _ = writeln!(out, "# TYPE kubeharden_deliveries_total counter");
-        for ((event, outcome), n) in &m.deliveries {
-            let _ = writeln!(
-                out,
-                "kubeharden_deliveries_total{{event=\"{}\",outcome=\"{}\"}} {n}",
-                label(event),
-                label(outcome)
-            );
-        }
-        let _ = writeln!(out, "# HELP kubeharden_jobs Jobs by state.");
-        let _ = writeln!(out, "# TYPE kubeharden_jobs gauge");
-        for (state, n) in jobs {
-            let _ = writeln!(out, "kubeharden_jobs{{state=\"{}\"}} {n}", label(state));
-        }
+        family(
+            &mut out,
+            "kubeharden_jobs",
+            "gauge",
+            "Jobs by state.",
+            jobs.iter()
+                .map(|(state, n)| (vec![("state", state.as_str())], n)),
+        );
         let _ = writeln!(
             out,
             "# HELP kubeharden_job_duration_seconds Time a review job took."
@@ -114,49 +116,93 @@ pub fn render(jobs: &[(String, i64)]) -> String {
         );
         let _ = writeln!(out, "kubeharden_job_duration_seconds_sum {}", m.job_sum);
         let _ = writeln!(out, "kubeharden_job_duration_seconds_count {}", m.job_count);
-        let _ = writeln!(
-            out,
-            "# HELP kubeharden_github_requests_total GitHub API answers by status."
+        let statuses: Vec<(String, u64)> = m
+            .github_requests
+            .iter()
+            .map(|(status, n)| (status.to_string(), *n))
+            .collect();
+        family(
+            &mut out,
+            "kubeharden_github_requests_total",
+            "counter",
+            "GitHub API answers by status.",
+            statuses
+                .iter()
+                .map(|(s, n)| (vec![("status", s.as_str())], n)),
         );
-        let _ = writeln!(out, "# TYPE kubeharden_github_requests_total counter");
-        for (status, n) in &m.github_requests {
-            let _ = writeln!(
-                out,
-                "kubeharden_github_requests_total{{status=\"{status}\"}} {n}"
-            );
-        }
         if let Some(remaining) = m.ratelimit_remaining {
-            let _ = writeln!(
-                out,
-                "# HELP kubeharden_github_ratelimit_remaining Requests left in the current rate-limit window."
+            family(
+                &mut out,
+                "kubeharden_github_ratelimit_remaining",
+                "gauge",
+                "Requests left in the current rate-limit window.",
+                [(vec![], remaining)],
             );
-            let _ = writeln!(out, "# TYPE kubeharden_github_ratelimit_remaining gauge");
-            let _ = writeln!(out, "kubeharden_github_ratelimit_remaining {remaining}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP kubeharden_findings_total Findings reported in reviews, by rule."
+        family(
+            &mut out,
+            "kubeharden_findings_total",
+            "counter",
+            "Findings reported in reviews, by rule.",
+            m.findings
+                .iter()
+                .map(|(rule, n)| (vec![("rule", rule.as_str())], n)),
         );
-        let _ = writeln!(out, "# TYPE kubeharden_findings_total counter");
-        for (rule, n) in &m.findings {
-            let _ = writeln!(
-                out,
-                "kubeharden_findings_total{{rule=\"{}\"}} {n}",
-                label(rule)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP kubeharden_image_scans_total Image scans by outcome (scanned, cached, failed)."
+        family(
+            &mut out,
+            "kubeharden_image_scans_total",
+            "counter",
+            "Image scans by outcome (scanned, cached, failed).",
+            m.scans
+                .iter()
+                .map(|(outcome, n)| (vec![("outcome", outcome.as_str())], n)),
         );
-        let _ = writeln!(out, "# TYPE kubeharden_image_scans_total counter");
-        for (outcome, n) in &m.scans {
-            let _ = writeln!(
-                out,
-                "kubeharden_image_scans_total{{outcome=\"{}\"}} {n}",
-                label(outcome)
-            );
-        }
         out
     })
+}
+
+/// One metric family: its HELP and TYPE lines, then a sample per set of labels.
+fn family<'a, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, &'a str)>, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_in_the_exposition_format() {
+        github_request(200, Some(42));
+        scan("cached");
+        delivery("ping", "a \"quoted\" outcome");
+        let text = render(&[("queued".to_string(), 3)]);
+        for line in [
+            "# HELP kubeharden_github_ratelimit_remaining Requests left in the current rate-limit window.\n",
+            "# TYPE kubeharden_github_ratelimit_remaining gauge\nkubeharden_github_ratelimit_remaining 42\n",
+            "# TYPE kubeharden_image_scans_total counter\n",
+            "kubeharden_image_scans_total{outcome=\"cached\"} ",
+            "kubeharden_jobs{state=\"queued\"} 3\n",
+            "kubeharden_deliveries_total{event=\"ping\",outcome=\"a \\\"quoted\\\" outcome\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
 }

@@ -281,17 +281,18 @@ async fn image_knowledge(
     if !scan && !pin {
         return;
     }
-    let sources: Vec<crate::source::SourceFile> = files
+    let sources: Vec<crate::source::SourceFile> = files.iter().map(PrFile::source).collect();
+    // Lines each file adds, read once; without a patch (a diff too large to show) every image
+    // of the file counts as changed.
+    let added: HashMap<&str, Option<std::collections::BTreeSet<usize>>> = files
         .iter()
-        .map(|f| crate::source::SourceFile::new(f.path.clone(), f.text.clone()))
+        .map(|f| (f.path.as_str(), f.patch.as_deref().map(review::added_lines)))
         .collect();
     let mut changed: Vec<String> = crate::image::uses(&sources, &settings.limits)
         .into_iter()
-        .filter(|u| {
-            let file = files.iter().find(|f| f.path == u.path);
-            // Without a patch (a diff too large to show) every image counts as changed.
-            file.and_then(|f| f.patch.as_deref())
-                .is_none_or(|p| review::added_lines(p).contains(&u.line))
+        .filter(|u| match added.get(u.path.as_str()) {
+            Some(Some(lines)) => lines.contains(&u.line),
+            _ => true,
         })
         .map(|u| u.image)
         .filter(|i| crate::image::parse(i).is_ok())
@@ -510,7 +511,6 @@ pub async fn run_command(
     cx: &JobContext,
     job: &CommandJob,
     request: &str,
-    retried: bool,
     last_attempt: bool,
 ) -> Result<Outcome> {
     let client = Arc::new(
@@ -527,7 +527,6 @@ pub async fn run_command(
     let marker = commands::reply_marker(request);
     // Checked on every run, not only retries: a job released at shutdown after replying runs
     // again with its attempts given back.
-    let _ = retried;
     if client
         .has_comment_with(
             job.pr,

@@ -399,10 +399,7 @@ impl RegistryClient {
     /// `(scheme, API host)` for a reference's domain.
     fn endpoint(&self, domain: &str) -> (&'static str, String) {
         let domain = domain.to_ascii_lowercase();
-        let host = match domain.as_str() {
-            "docker.io" | "index.docker.io" => "registry-1.docker.io".to_string(),
-            _ => domain,
-        };
+        let host = api_host(&domain).to_string();
         let scheme = if self.plain_http_allowed(&host) {
             "http"
         } else {

@@ -185,24 +185,32 @@ fn fingerprint(path: &str, findings: &[&Finding]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
+impl PrFile {
+    pub fn source(&self) -> SourceFile {
+        SourceFile::new(self.path.clone(), self.text.clone())
+    }
+}
+
 /// Plan the review of the changed files.
 pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
-    let sources: Vec<SourceFile> = files
-        .iter()
-        .map(|f| SourceFile::new(f.path.clone(), f.text.clone()))
-        .collect();
-    let report = linter.lint_files(&sources);
-    // Each file is fixed on its own, but knowing what the whole change holds.
-    let file_linter = Linter::new(linter.registry, linter.settings.clone())
-        .with_quiet_service_accounts(report.quiet_service_accounts.iter().cloned());
+    let sources: Vec<SourceFile> = files.iter().map(PrFile::source).collect();
+    let (report, file_linter) = linter.lint_change(&sources);
     let linter = &file_linter;
     let mut comments = Vec::new();
     let mut fingerprints = Vec::new();
     let mut fixable = 0;
     let mut safe_fixable = 0;
     let mut committable = 0;
+    // The hunks of each file, read once: suggestions and image comments both need them.
+    let hunks_of: BTreeMap<&str, Vec<Hunk>> = files
+        .iter()
+        .map(|f| {
+            let hunks = f.patch.as_deref().map(parse_hunks).unwrap_or_default();
+            (f.path.as_str(), hunks)
+        })
+        .collect();
     for (file, source) in files.iter().zip(&sources) {
-        let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
+        let hunks = &hunks_of[file.path.as_str()];
         // A file that does not fix cleanly still gets its findings, just no suggestions.
         let Ok(result) = fix_file(linter, source, Applicability::Unsafe) else {
             continue;
@@ -264,10 +272,9 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         .iter()
         .filter(|f| f.rule == "image-vulnerable")
     {
-        let Some(file) = files.iter().find(|p| p.path == f.path) else {
+        let Some(hunks) = hunks_of.get(f.path.as_str()) else {
             continue;
         };
-        let hunks = file.patch.as_deref().map(parse_hunks).unwrap_or_default();
         let Some(image) = f.hit.as_ref().and_then(|h| h.subject.clone()) else {
             continue;
         };
@@ -660,17 +667,8 @@ fn table(report: &Report) -> String {
 }
 
 /// Cut text to at most `max` bytes on a character boundary, saying so.
-/// Cut a comment to what GitHub accepts.
-pub fn clip_body(s: &str) -> String {
-    clip(s, MAX_BODY)
-}
-
-/// Cut a comment to `max` characters.
-pub fn clip_body_to(s: &str, max: usize) -> String {
-    clip(s, max)
-}
-
-fn clip(s: &str, max: usize) -> String {
+/// Cut a comment to `max` bytes (GitHub's limit is [`MAX_BODY`]), on a character boundary.
+pub fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -167,14 +167,7 @@ async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
             pipeline::review_pull_request(&state.jobs, event, last_attempt, false).await
         }
         Work::Command(command) => {
-            pipeline::run_command(
-                &state.jobs,
-                command,
-                &job.delivery,
-                job.attempts > 1,
-                last_attempt,
-            )
-            .await
+            pipeline::run_command(&state.jobs, command, &job.delivery, last_attempt).await
         }
     };
     crate::metrics::job_finished(started.elapsed().as_secs_f64());

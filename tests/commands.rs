@@ -87,6 +87,14 @@ fn comment_event(pr: u64, id: u64, user: &str, body: &str) -> Value {
     })
 }
 
+/// A person's comment on pull request `pr`, delivered as GitHub would send it; its id.
+async fn comment(h: &Harness, pr: u64, user: &str, body: &str) -> u64 {
+    let id = h.github.add_comment(pr, user, body);
+    h.deliver("issue_comment", &comment_event(pr, id, user, body))
+        .await;
+    id
+}
+
 /// A `check_run` delivery for a click on one of the run's buttons. Fork pull requests come
 /// with an empty `pull_requests` list, so none is sent here: the app must use `external_id`.
 fn button_event(run: &support::fake_github::CheckRun, identifier: &str, user: &str) -> Value {
@@ -274,14 +282,7 @@ async fn a_reader_is_refused_and_a_maintainer_commits_with_a_comment() {
     assert!(git_writes(&h.github.calls()).is_empty());
 
     h.github.set_permission("max", "maintain");
-    let id2 = h
-        .github
-        .add_comment(7, "max", "Looks right.\n/kubeharden fix\nThanks");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id2, "max", "Looks right.\n/kubeharden fix\nThanks"),
-    )
-    .await;
+    let id2 = comment(&h, 7, "max", "Looks right.\n/kubeharden fix\nThanks").await;
     assert_eq!(h.github.made_commits().len(), 1);
     let replies = h.github.take_comments();
     assert_eq!(replies.len(), 1);
@@ -302,9 +303,7 @@ async fn fix_unsafe_commits_the_unsafe_fixes_too() {
     let _ = reviewed_pr(&h).await;
     h.github.set_permission("alice", "admin");
     let body = "/kubeharden fix --unsafe";
-    let id = h.github.add_comment(7, "alice", body);
-    h.deliver("issue_comment", &comment_event(7, id, "alice", body))
-        .await;
+    comment(&h, 7, "alice", body).await;
     let commits = h.github.made_commits();
     assert_eq!(commits.len(), 1);
     let all = fixed("deploy/web.yaml", INSECURE, Applicability::Unsafe);
@@ -342,12 +341,7 @@ async fn a_branch_that_moves_meanwhile_is_never_forced() {
     );
     h.github.race_next_ref_update(REPO, "feature-7", "head2");
     h.github.set_permission("alice", "write");
-    let id = h.github.add_comment(7, "alice", "/kubeharden fix");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id, "alice", "/kubeharden fix"),
-    )
-    .await;
+    comment(&h, 7, "alice", "/kubeharden fix").await;
 
     let updates = h.github.ref_updates();
     assert_eq!(updates.len(), 2, "{updates:?}");
@@ -397,12 +391,7 @@ async fn a_fork_gets_the_patch_and_no_write_at_all() {
     let _ = h.github.take_reviews();
 
     h.github.set_permission("alice", "write");
-    let id = h.github.add_comment(8, "alice", "/kubeharden fix");
-    h.deliver(
-        "issue_comment",
-        &comment_event(8, id, "alice", "/kubeharden fix"),
-    )
-    .await;
+    comment(&h, 8, "alice", "/kubeharden fix").await;
     assert!(git_writes(&h.github.calls()).is_empty());
     assert!(h.github.made_commits().is_empty());
     let replies = h.github.take_comments();
@@ -436,12 +425,7 @@ async fn nothing_to_fix_is_said_and_nothing_is_committed() {
     );
     h.github.open_pr(REPO, 9, "base1", "head1");
     h.github.set_permission("alice", "write");
-    let id = h.github.add_comment(9, "alice", "/kubeharden fix");
-    h.deliver(
-        "issue_comment",
-        &comment_event(9, id, "alice", "/kubeharden fix"),
-    )
-    .await;
+    comment(&h, 9, "alice", "/kubeharden fix").await;
     assert!(git_writes(&h.github.calls()).is_empty());
     let replies = h.github.take_comments();
     assert_eq!(replies.len(), 1);
@@ -502,9 +486,7 @@ async fn help_and_unknown_commands_get_the_table() {
     h.github.commit(REPO, "base1", &[("README.md", "hello\n")]);
     h.github.open_pr(REPO, 7, "base1", "base1");
     for body in ["/kubeharden help", "/kubeharden frobnicate @everyone"] {
-        let id = h.github.add_comment(7, "rita", body);
-        h.deliver("issue_comment", &comment_event(7, id, "rita", body))
-            .await;
+        comment(&h, 7, "rita", body).await;
     }
     let replies = h.github.take_comments();
     assert_eq!(replies.len(), 2);
@@ -530,22 +512,18 @@ async fn a_run_again_after_a_lost_reply_neither_commits_nor_replies_twice() {
     let h = Harness::start().await;
     let _ = reviewed_pr(&h).await;
     h.github.set_permission("alice", "write");
-    // The reply fails through every retry of the request: the job fails after committing.
+    // The reply fails four times (a POST that creates is not resent by the request itself):
+    // the job fails after committing and runs again.
     h.github
         .fail(http::Method::POST, "/issues/7/comments", 502, &[], 4);
-    let id = h.github.add_comment(7, "alice", "/kubeharden fix");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id, "alice", "/kubeharden fix"),
-    )
-    .await;
+    comment(&h, 7, "alice", "/kubeharden fix").await;
     let posts = h
         .github
         .calls()
         .iter()
         .filter(|c| c.starts_with("POST /repos/acme/deploy/issues/7/comments"))
         .count();
-    assert_eq!(posts, 5, "four failed replies, then the second run's");
+    assert_eq!(posts, 5, "four failed replies, then the fifth run's");
     let commits = h.github.made_commits();
     assert_eq!(commits.len(), 1, "committed once");
     let replies = h.github.take_comments();
@@ -564,12 +542,7 @@ async fn a_run_again_after_a_lost_reply_neither_commits_nor_replies_twice() {
 async fn recheck_reviews_again_for_the_author_and_not_for_strangers() {
     let h = Harness::start().await;
     let _ = reviewed_pr(&h).await;
-    let id = h.github.add_comment(7, "mallory", "/kubeharden recheck");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id, "mallory", "/kubeharden recheck"),
-    )
-    .await;
+    comment(&h, 7, "mallory", "/kubeharden recheck").await;
     assert!(h.github.take_check_runs().is_empty());
     let replies = h.github.take_comments();
     assert!(
@@ -579,12 +552,7 @@ async fn recheck_reviews_again_for_the_author_and_not_for_strangers() {
     );
 
     // The author (octocat) may: a new check run on the same head, no duplicate comments.
-    let id = h.github.add_comment(7, "octocat", "/kubeharden recheck");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id, "octocat", "/kubeharden recheck"),
-    )
-    .await;
+    comment(&h, 7, "octocat", "/kubeharden recheck").await;
     let runs = h.github.take_check_runs();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status, "completed");
@@ -610,12 +578,7 @@ async fn symlinks_and_executables_keep_their_mode() {
     h.github.set_mode(REPO, "deploy/nested/link.yaml", "120000");
     h.github.open_pr(REPO, 7, "base1", "head1");
     h.github.set_permission("alice", "write");
-    let id = h.github.add_comment(7, "alice", "/kubeharden fix");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id, "alice", "/kubeharden fix"),
-    )
-    .await;
+    comment(&h, 7, "alice", "/kubeharden fix").await;
     let commits = h.github.made_commits();
     assert_eq!(commits.len(), 1);
     let trees = h.github.tree_requests();
@@ -674,12 +637,7 @@ async fn a_protected_branch_is_reported_not_retried_as_a_race() {
     // GitHub refuses the update (a protected branch) while the head stays where it was.
     h.github
         .fail(http::Method::PATCH, "/git/refs/heads/", 422, &[], 1);
-    let id = h.github.add_comment(7, "alice", "/kubeharden fix");
-    h.deliver(
-        "issue_comment",
-        &comment_event(7, id, "alice", "/kubeharden fix"),
-    )
-    .await;
+    comment(&h, 7, "alice", "/kubeharden fix").await;
     assert_eq!(h.github.made_commits().len(), 1, "one attempt, no rounds");
     assert_eq!(h.github.pr_head(REPO, 7), "head1");
     let replies = h.github.take_comments();

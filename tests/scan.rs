@@ -2,6 +2,7 @@
 //! stand-in that prints real-format reports, hangs, fails or prints garbage), the findings on the
 //! `image:` line, and `kubeharden lint --scan-images`.
 
+mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -248,20 +249,7 @@ async fn scans_run_at_most_n_at_once_and_trivy_server_mode_is_passed_on() {
 async fn a_huge_report_is_read() {
     let dir = stand_in();
     // 40 000 findings, about 12 MB: a large image with a bad base.
-    let vulns: Vec<String> = (0..40_000)
-        .map(|i| {
-            format!(
-                r#"{{"VulnerabilityID":"CVE-2024-{i}","PkgName":"pkg{}","InstalledVersion":"1.{i}","FixedVersion":"","Severity":"{}","Title":"{}"}}"#,
-                i % 300,
-                ["LOW", "MEDIUM", "HIGH", "CRITICAL", "UNKNOWN"][i % 5],
-                "x".repeat(150)
-            )
-        })
-        .collect();
-    let json = format!(
-        r#"{{"SchemaVersion":2,"ArtifactName":"big","Results":[{{"Target":"big","Class":"os-pkgs","Type":"debian","Vulnerabilities":[{}]}}]}}"#,
-        vulns.join(",")
-    );
+    let json = common::trivy_report(40_000);
     assert!(json.len() > 10_000_000);
     std::fs::write(dir.path().join("huge.json"), json).unwrap();
     let s = scanner(dir.path(), ScannerKind::Trivy, Duration::from_secs(60));

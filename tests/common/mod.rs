@@ -303,3 +303,23 @@ pub fn fixture_settings(text: &str) -> kubeharden::lint::Settings {
     settings.images.scans = std::sync::Arc::new(scans);
     settings
 }
+
+/// A Trivy report (schema 2) with `findings` vulnerabilities of 150-character titles spread
+/// evenly over LOW, MEDIUM, HIGH, CRITICAL and UNKNOWN: about 350 bytes each.
+pub fn trivy_report(findings: usize) -> String {
+    let vulns: Vec<String> = (0..findings)
+        .map(|i| {
+            format!(
+                r#"{{"VulnerabilityID":"CVE-2024-{i}","PkgName":"pkg{}","InstalledVersion":"1.{i}","FixedVersion":"1.{}","Severity":"{}","PrimaryURL":"https://avd.aquasec.com/nvd/cve-2024-{i}","Title":"{}"}}"#,
+                i % 300,
+                i + 1,
+                ["LOW", "MEDIUM", "HIGH", "CRITICAL", "UNKNOWN"][i % 5],
+                "x".repeat(150)
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"SchemaVersion":2,"ArtifactName":"big","Results":[{{"Target":"big","Class":"os-pkgs","Type":"debian","Vulnerabilities":[{}]}}]}}"#,
+        vulns.join(",")
+    )
+}
