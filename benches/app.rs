@@ -3,7 +3,7 @@
 //! `cargo bench --bench app`. Target: under 1 s for 100 manifests; calls that grow with pages
 //! of files, not with findings.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/app/support/mod.rs"]
 mod support;
 
 use std::time::Instant;

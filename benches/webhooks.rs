@@ -3,7 +3,7 @@
 //! per second the workers complete against the fake GitHub. `cargo bench --bench webhooks`.
 //! Target: p99 under 20 ms at 200 requests/s on a 2-core machine.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/app/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

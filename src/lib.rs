@@ -1,26 +1,29 @@
-//! KubeHarden: Kubernetes pod-security linting with format-preserving fixes.
+//! KubeHarden's shell: everything that reads, waits or talks, around the pure core
+//! (`kubeharden-core`, which lints and fixes text it is handed).
 //!
-//! The core (`source` → `yaml` → `k8s` → `rules` → `lint` → `render`) is pure: no async, no
-//! network, no global state. The shell (the CLI today; the GitHub App later) only reads inputs
-//! and prints or posts what the core produced.
+//! - always: the command line's inputs and outputs (`main.rs` and `cli/`);
+//! - feature `images`: the OCI registry client (`registry`) and the vulnerability scanners run
+//!   as child processes (`scan`);
+//! - feature `app`: the GitHub App: the webhook edge and workers (`server`), the durable queue
+//!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`),
+//!   the setup flow (`setup`).
 
-pub mod commands;
-pub mod config;
-pub mod fix;
-pub mod github;
-pub mod image;
-pub mod jobs;
-pub mod k8s;
-pub mod lint;
 pub mod metrics;
-pub mod pipeline;
+
+#[cfg(feature = "images")]
 pub mod registry;
-pub mod render;
-pub mod review;
-pub mod rules;
+#[cfg(feature = "images")]
 pub mod scan;
+
+#[cfg(feature = "app")]
+pub mod github;
+#[cfg(feature = "app")]
+pub mod jobs;
+#[cfg(feature = "app")]
+pub mod pipeline;
+#[cfg(feature = "app")]
 pub mod server;
+#[cfg(feature = "app")]
+pub mod service;
+#[cfg(feature = "app")]
 pub mod setup;
-pub mod source;
-pub mod vuln;
-pub mod yaml;

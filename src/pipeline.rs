@@ -6,13 +6,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{self, Command, FixSet, Reply};
-use crate::config::{CONFIG_PATHS, Config};
 use crate::github::events::{PullRequestAction, PullRequestEvent};
 use crate::github::{Access, App, CheckAction, CheckOutput, RepoClient, TreeEntry};
-use crate::lint::Linter;
-use crate::review::{self, Conclusion, PrFile};
-use crate::rules::Registry;
+use kubeharden_core::commands::{self, Command, FixSet, Reply};
+use kubeharden_core::config::{CONFIG_PATHS, Config};
+use kubeharden_core::lint::Linter;
+use kubeharden_core::review::{self, Conclusion, PrFile};
+use kubeharden_core::rules::Registry;
 
 /// What every job shares.
 pub struct JobContext {
@@ -273,7 +273,7 @@ async fn image_knowledge(
     cx: &JobContext,
     config: &Config,
     files: &[PrFile],
-    settings: &mut crate::lint::Settings,
+    settings: &mut kubeharden_core::lint::Settings,
     scan: bool,
 ) {
     let scan = scan && config.images.scan;
@@ -281,21 +281,22 @@ async fn image_knowledge(
     if !scan && !pin {
         return;
     }
-    let sources: Vec<crate::source::SourceFile> = files.iter().map(PrFile::source).collect();
+    let sources: Vec<kubeharden_core::source::SourceFile> =
+        files.iter().map(PrFile::source).collect();
     // Lines each file adds, read once; without a patch (a diff too large to show) every image
     // of the file counts as changed.
     let added: HashMap<&str, Option<std::collections::BTreeSet<usize>>> = files
         .iter()
         .map(|f| (f.path.as_str(), f.patch.as_deref().map(review::added_lines)))
         .collect();
-    let mut changed: Vec<String> = crate::image::uses(&sources, &settings.limits)
+    let mut changed: Vec<String> = kubeharden_core::image::uses(&sources, &settings.limits)
         .into_iter()
         .filter(|u| match added.get(u.path.as_str()) {
             Some(Some(lines)) => lines.contains(&u.line),
             _ => true,
         })
         .map(|u| u.image)
-        .filter(|i| crate::image::parse(i).is_ok())
+        .filter(|i| kubeharden_core::image::parse(i).is_ok())
         .collect();
     changed.sort();
     changed.dedup();
@@ -307,7 +308,7 @@ async fn image_knowledge(
     let mut refused = std::collections::BTreeMap::new();
     let mut contactable = Vec::new();
     for (i, image) in changed.into_iter().enumerate() {
-        let Ok(r) = crate::image::parse(&image) else {
+        let Ok(r) = kubeharden_core::image::parse(&image) else {
             continue;
         };
         let why = if i >= MAX_IMAGES {
@@ -315,7 +316,7 @@ async fn image_knowledge(
                 "not scanned: the pull request changes more than {MAX_IMAGES} images, and one review scans at most that many"
             ))
         } else if !config.images.allowed_registries.is_empty()
-            && !crate::image::allowed(&r, &config.images.allowed_registries)
+            && !kubeharden_core::image::allowed(&r, &config.images.allowed_registries)
         {
             Some("not scanned: the registry is not in images.allowed-registries".to_string())
         } else if !crate::registry::may_contact(
@@ -333,7 +334,7 @@ async fn image_knowledge(
         };
         match why {
             Some(why) => {
-                refused.insert(image, crate::vuln::ScanOutcome::Failed(why));
+                refused.insert(image, kubeharden_core::vuln::ScanOutcome::Failed(why));
             }
             None => contactable.push(image),
         }
@@ -352,7 +353,7 @@ async fn image_knowledge(
             .map(|i| {
                 (
                     i,
-                    crate::vuln::ScanOutcome::Failed(
+                    kubeharden_core::vuln::ScanOutcome::Failed(
                         "the repository asks for image scanning, but this KubeHarden server has no scanner (start it with --scanner trivy or grype)".into(),
                     ),
                 )
@@ -377,7 +378,7 @@ async fn resolve_digests(
     let limit = Arc::new(tokio::sync::Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
     for image in images {
-        let Ok(r) = crate::image::parse(image) else {
+        let Ok(r) = kubeharden_core::image::parse(image) else {
             continue;
         };
         if r.digest.is_some() {
@@ -385,7 +386,7 @@ async fn resolve_digests(
         }
         // An allow-list bounds which registries are contacted, too.
         if !config.images.allowed_registries.is_empty()
-            && !crate::image::allowed(&r, &config.images.allowed_registries)
+            && !kubeharden_core::image::allowed(&r, &config.images.allowed_registries)
         {
             continue;
         }
@@ -470,7 +471,7 @@ async fn fetch_files(
         let (index, file, bytes) = done.context("a fetch task panicked")?;
         let bytes = bytes.with_context(|| format!("cannot fetch {}", file.filename))?;
         // Not UTF-8: reported at its line as invalid YAML by the linter, as the CLI does.
-        let text = crate::source::SourceFile::text_from_bytes(bytes);
+        let text = kubeharden_core::source::SourceFile::text_from_bytes(bytes);
         files.push((
             index,
             PrFile {

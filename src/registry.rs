@@ -691,8 +691,9 @@ fn transport_error(
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        // `is_parse` covers every malformed head, an oversized one included.
         if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_parse() || h.is_parse_status() || h.is_parse_too_large())
+            && (h.is_parse() || h.is_parse_status())
         {
             return target.protocol(detail);
         }
@@ -1033,16 +1034,18 @@ fn valid_domain(domain: &str) -> bool {
         .rsplit_once(':')
         .filter(|(h, _)| !h.starts_with('[') || h.ends_with(']'))
         .map(|(_, p)| p);
-    domain.len() <= 255 && crate::image::valid_domain(domain) && port.is_none_or(|p| p.len() <= 5)
+    domain.len() <= 255
+        && kubeharden_core::image::valid_domain(domain)
+        && port.is_none_or(|p| p.len() <= 5)
 }
 
 /// The reference grammar's path, 255 characters at most.
 fn valid_path(path: &str) -> bool {
-    path.len() <= 255 && crate::image::valid_path(path)
+    path.len() <= 255 && kubeharden_core::image::valid_path(path)
 }
 
 fn valid_tag(tag: &str) -> bool {
-    crate::image::valid_tag(tag)
+    kubeharden_core::image::valid_tag(tag)
 }
 
 /// One challenge of a `WWW-Authenticate` header: the scheme (lowercase) and its parameters

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
-use crate::vuln::{self, ScanOutcome};
+use kubeharden_core::vuln::{self, ScanOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScannerKind {
@@ -266,7 +266,7 @@ impl Scanner {
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
-                .map(|l| crate::source::one_line(l.trim()))
+                .map(|l| kubeharden_core::source::one_line(l.trim()))
                 .unwrap_or_default();
             let last: String = last.chars().take(300).collect();
             return Err(match status.code() {

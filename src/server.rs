@@ -18,11 +18,11 @@ use tokio::sync::Notify;
 
 use tokio::sync::watch;
 
-use crate::commands::{self, Command};
 use crate::github::Secret;
 use crate::github::events::{Event, PullRequestEvent};
 use crate::jobs::{self, Accepted, JobKind, JobState, NewJob, Store};
 use crate::pipeline::{self, CommandJob, JobContext};
+use kubeharden_core::commands::{self, Command};
 
 /// GitHub's cap on a webhook payload.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::review::{Annotation, InlineComment};
+use kubeharden_core::review::{Annotation, InlineComment};
 
 /// A secret that never shows in logs or error messages.
 #[derive(Clone)]
@@ -857,7 +857,7 @@ impl RepoClient {
                     continue;
                 }
                 let body = first["body"].as_str().unwrap_or("");
-                let Some(fingerprint) = crate::review::fingerprint_of(body) else {
+                let Some(fingerprint) = kubeharden_core::review::fingerprint_of(body) else {
                     continue;
                 };
                 threads.push(ReviewThread {

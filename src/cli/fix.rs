@@ -1,0 +1,218 @@
+//! `kubeharden fix`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use kubeharden_core::fix::fix_file;
+use kubeharden_core::lint::Linter;
+use kubeharden_core::rules::Applicability;
+
+use super::inputs::collect_inputs;
+use super::{CommonArgs, Setup, setup};
+
+#[derive(clap::Args)]
+pub struct FixArgs {
+    /// Files or directories (searched for *.yaml and *.yml); `-` reads standard input.
+    #[arg(default_value = ".")]
+    paths: Vec<String>,
+    /// Print a unified diff of the fixes (the default).
+    #[arg(long, conflicts_with = "write")]
+    diff: bool,
+    /// Rewrite the files (for `-`, print the fixed text) instead of printing a diff.
+    #[arg(long)]
+    write: bool,
+    /// Also apply unsafe fixes (ones that can stop a workload from working; see `explain`).
+    #[arg(long)]
+    unsafe_fixes: bool,
+    /// Only these rules (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    select: Vec<String>,
+    /// Not these rules (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
+    /// Pin every tagged image to the digest its registry serves now (asks the registries;
+    /// credentials from --registry-auth-file).
+    #[arg(long)]
+    pin_digests: bool,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+pub fn run(args: FixArgs) -> Result<ExitCode> {
+    let Setup {
+        registry,
+        config,
+        config_root,
+        mut settings,
+    } = setup(&args.common)?;
+    for id in args.select.iter().chain(&args.ignore) {
+        if registry.get(id).is_none() {
+            bail!("unknown rule `{id}`; `kubeharden rules` lists them");
+        }
+    }
+    if !args.select.is_empty() {
+        let all: Vec<String> = registry.iter().map(|r| r.id.clone()).collect();
+        settings
+            .disable
+            .extend(all.into_iter().filter(|id| !args.select.contains(id)));
+        settings.enable.extend(args.select.iter().cloned());
+    }
+    settings.disable.extend(args.ignore.iter().cloned());
+    let min = if args.unsafe_fixes {
+        Applicability::Unsafe
+    } else {
+        Applicability::Safe
+    };
+    let (files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    if args.pin_digests {
+        settings.enable.insert("image-not-pinned".into());
+        settings.disable.remove("image-not-pinned");
+        let digests = pin_digests(&files, &settings, args.registry_auth_file.as_deref())?;
+        settings.images.digests = std::sync::Arc::new(digests);
+    }
+    let linter = Linter::new(&registry, settings);
+    let mut out = String::new();
+    let mut remaining = false;
+    let mut fixed_count = 0;
+    let mut unsafe_left = 0;
+    let mut unsafe_applied = std::collections::BTreeSet::new();
+    let mut notes = Vec::new();
+    // Each file is reduced to what is printed as soon as it is fixed, so the whole corpus of
+    // results is never held at once.
+    let outcomes = kubeharden_core::lint::parallel_map(&files, |file| {
+        fix_file(&linter, file, min).map(|result| {
+            let output = if result.fixed == file.text {
+                Output::Unchanged
+            } else if !args.write {
+                Output::Diff(kubeharden_core::commands::unified_diff(
+                    &file.path,
+                    &file.text,
+                    &result.fixed,
+                ))
+            } else {
+                Output::Fixed(result.fixed.clone())
+            };
+            FileOutcome {
+                output,
+                fixed: result.fixed_findings.len(),
+                unsafe_left: result
+                    .remaining
+                    .findings
+                    .iter()
+                    .filter(|f| f.applicability == Some(Applicability::Unsafe))
+                    .count(),
+                failed: result.remaining.failed(linter.settings.fail_on),
+                unsafe_rules: result.unsafe_rules,
+                notes: result.notes,
+            }
+        })
+    });
+    for (file, outcome) in files.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                io_errors.push(e.into());
+                continue;
+            }
+        };
+        fixed_count += outcome.fixed;
+        unsafe_left += outcome.unsafe_left;
+        remaining |= outcome.failed;
+        unsafe_applied.extend(outcome.unsafe_rules);
+        notes.extend(outcome.notes.iter().map(|n| format!("{}: {n}", file.path)));
+        match outcome.output {
+            Output::Unchanged => {}
+            Output::Diff(diff) => out += &diff,
+            Output::Fixed(text) if file.path == "<stdin>" => out += &text,
+            Output::Fixed(text) => {
+                if let Err(e) = std::fs::write(&file.path, text) {
+                    io_errors
+                        .push(anyhow::Error::new(e).context(format!("cannot write {}", file.path)));
+                }
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    let verb = if args.write { "Fixed" } else { "Would fix" };
+    eprintln!(
+        "{verb} {fixed_count} finding{}.",
+        if fixed_count == 1 { "" } else { "s" }
+    );
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    // Unsafe fixes can stop a workload from working: say how, once per rule.
+    for id in &unsafe_applied {
+        if let Some(fix) = registry.get(id).and_then(|r| r.fix.as_ref()) {
+            eprintln!(
+                "warning: [{id}] {}",
+                kubeharden_core::source::one_line(&fix.safety)
+            );
+        }
+    }
+    if unsafe_left > 0 && !args.unsafe_fixes {
+        eprintln!(
+            "{unsafe_left} more can be fixed with --unsafe-fixes (read `kubeharden explain RULE` first)."
+        );
+    }
+    for e in &io_errors {
+        eprintln!("kubeharden: {e:#}");
+    }
+    Ok(if !io_errors.is_empty() {
+        ExitCode::from(2)
+    } else if remaining {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The digests registries serve now for the files' tagged images.
+#[cfg(feature = "images")]
+fn pin_digests(
+    files: &[kubeharden_core::source::SourceFile],
+    settings: &kubeharden_core::lint::Settings,
+    auth_file: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let (digests, problems) = super::images::local_digests(files, settings, auth_file)?;
+    // A registry that cannot answer leaves its images unpinned, and says so.
+    for p in problems {
+        eprintln!("kubeharden: {p}");
+    }
+    Ok(digests)
+}
+
+#[cfg(not(feature = "images"))]
+fn pin_digests(
+    _: &[kubeharden_core::source::SourceFile],
+    _: &kubeharden_core::lint::Settings,
+    _: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    Err(super::not_built(
+        "images",
+        "registry and scanner access (`--pin-digests`)",
+    ))
+}
+
+enum Output {
+    Unchanged,
+    Diff(String),
+    Fixed(String),
+}
+
+struct FileOutcome {
+    output: Output,
+    fixed: usize,
+    unsafe_left: usize,
+    failed: bool,
+    unsafe_rules: std::collections::BTreeSet<String>,
+    notes: Vec<String>,
+}

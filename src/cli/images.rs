@@ -1,0 +1,122 @@
+//! What the CLI asks registries and scanners (feature `images`): digests for `fix
+//! --pin-digests`, reports for `lint --scan-images`, and the flags both share with `serve`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use kubeharden::registry::{RegistryClient, RegistryError};
+use kubeharden::scan::{Scanner, ScannerKind};
+use kubeharden_core::source::SourceFile;
+
+#[derive(clap::Args)]
+pub(crate) struct ScannerArgs {
+    /// The vulnerability scanner to run on images: trivy or grype.
+    #[arg(long, env = "SCANNER", value_enum)]
+    scanner: Option<ScannerKind>,
+    /// The scanner's executable (default: `trivy` or `grype` on PATH).
+    #[arg(long, env = "SCANNER_PATH")]
+    scanner_path: Option<PathBuf>,
+    /// Trivy in client/server mode: the Trivy server's URL.
+    #[arg(long, env = "TRIVY_SERVER")]
+    trivy_server: Option<String>,
+    /// Seconds the scan of one image may take.
+    #[arg(long, env = "SCAN_TIMEOUT", default_value_t = 300)]
+    scan_timeout: u64,
+    /// Images scanned at once.
+    #[arg(long, env = "SCAN_CONCURRENCY", default_value_t = 2)]
+    scan_concurrency: usize,
+}
+
+impl ScannerArgs {
+    pub fn scanner(&self, default: Option<ScannerKind>) -> Option<std::sync::Arc<Scanner>> {
+        let kind = self.scanner.or(default)?;
+        Some(Scanner::new(
+            kind,
+            self.scanner_path.clone(),
+            self.trivy_server.clone(),
+            std::time::Duration::from_secs(self.scan_timeout.max(1)),
+            self.scan_concurrency,
+        ))
+    }
+}
+
+/// Scanners' reports for the images of the files, by image as written (Trivy unless the
+/// flags name another scanner).
+pub(crate) fn scan(
+    args: &ScannerArgs,
+    files: &[SourceFile],
+    settings: &kubeharden_core::lint::Settings,
+) -> Result<std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>> {
+    let Some(scanner) = args.scanner(Some(ScannerKind::Trivy)) else {
+        return Ok(Default::default());
+    };
+    let images: Vec<String> = kubeharden_core::image::uses(files, &settings.limits)
+        .into_iter()
+        .map(|u| u.image)
+        .filter(|i| kubeharden_core::image::parse(i).is_ok())
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    Ok(runtime.block_on(scanner.scan_all(&images)))
+}
+
+/// The digests registries serve now for the tagged images of the files (the user's own
+/// machine asks: no network guard), and what could not be resolved.
+pub(crate) fn local_digests(
+    files: &[SourceFile],
+    settings: &kubeharden_core::lint::Settings,
+    auth_file: Option<&Path>,
+) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
+    let mut images: Vec<String> = kubeharden_core::image::uses(files, &settings.limits)
+        .into_iter()
+        .map(|u| u.image)
+        .filter(|i| kubeharden_core::image::parse(i).is_ok_and(|r| r.digest.is_none()))
+        .collect();
+    images.sort();
+    images.dedup();
+    if images.is_empty() {
+        return Ok(Default::default());
+    }
+    let auth = match auth_file {
+        Some(path) => RegistryClient::auth_from_docker_config(path)?,
+        None => Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = std::sync::Arc::new(RegistryClient::new(
+            auth,
+            std::time::Duration::from_secs(15),
+        )?);
+        let mut tasks = tokio::task::JoinSet::new();
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        for image in images {
+            let client = client.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = match kubeharden_core::image::parse(&image) {
+                    Ok(r) => {
+                        client
+                            .resolve_digest(&r.domain, &r.path, r.effective_tag())
+                            .await
+                    }
+                    Err(e) => Err(RegistryError::Config(e.to_string())),
+                };
+                (image, result)
+            });
+        }
+        let mut digests = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((image, Ok(digest))) => {
+                    digests.insert(image, digest);
+                }
+                Ok((image, Err(e))) => problems.push(format!("{image} not pinned: {e}")),
+                Err(e) => problems.push(format!("a digest lookup failed: {e}")),
+            }
+        }
+        problems.sort();
+        anyhow::Ok((digests, problems))
+    })
+}

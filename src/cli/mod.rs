@@ -1,0 +1,223 @@
+//! The command line: one module per subcommand; what they share (the rules, the repository
+//! configuration and the common flags) lives here.
+
+mod fix;
+#[cfg(feature = "images")]
+mod images;
+mod inputs;
+#[cfg(feature = "app")]
+mod jobs;
+mod lint;
+mod review;
+mod rules;
+#[cfg(feature = "app")]
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use kubeharden_core::config::{CONFIG_PATHS, Config};
+use kubeharden_core::k8s::KubeVersion;
+use kubeharden_core::lint::Settings;
+use kubeharden_core::rules::{Profile, Registry, Severity};
+
+#[derive(Parser)]
+#[command(
+    name = "kubeharden",
+    version,
+    about = "Kubernetes pod-security linting with one-click fixes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lint Kubernetes manifests (files, directories, or - for standard input).
+    Lint(lint::LintArgs),
+    /// Fix what can be fixed with minimal edits; prints a unified diff unless --write.
+    Fix(fix::FixArgs),
+    /// Print the review the GitHub App would post for the changes from --base to --head, in a
+    /// local git checkout, without any GitHub access.
+    Review(review::ReviewArgs),
+    /// Run the GitHub App: review pull requests that change Kubernetes YAML.
+    #[cfg(feature = "app")]
+    Serve(Box<serve::ServeArgs>),
+    /// See and re-run the app's jobs: `jobs list [--state dead]`, `jobs retry ID`.
+    #[cfg(feature = "app")]
+    Jobs(jobs::JobsArgs),
+    /// Run the GitHub App (not in this build: it was built without the `app` feature).
+    #[cfg(not(feature = "app"))]
+    Serve(NotBuilt),
+    /// See and re-run the app's jobs (not in this build: it was built without the `app` feature).
+    #[cfg(not(feature = "app"))]
+    Jobs(NotBuilt),
+    /// List the rules.
+    Rules(rules::RulesArgs),
+    /// Print a rule's documentation.
+    Explain {
+        rule: String,
+        /// Directory of rule files that add to or override the built-in rules.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct CommonArgs {
+    /// baseline, restricted or nsa (the default: restricted plus the NSA/CISA guidance).
+    #[arg(long)]
+    pub profile: Option<Profile>,
+    /// Configuration file; by default .github/kubeharden.yaml or .kubeharden.yaml is looked up
+    /// from the current directory upwards.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Kubernetes version the manifests target, e.g. 1.33 (default: the newest known).
+    #[arg(long)]
+    pub kubernetes_version: Option<KubeVersion>,
+    /// Lowest severity that makes the exit code 1: note, warning or error.
+    #[arg(long)]
+    pub fail_on: Option<Severity>,
+}
+
+/// Arguments of a subcommand this build leaves out; using it says how to get it.
+#[cfg(not(feature = "app"))]
+#[derive(clap::Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// Parse the command line, run the subcommand, and turn its outcome into the exit code: 0, 1
+/// when findings reach the threshold, 2 on usage or I/O errors.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint(args) => lint::run(args),
+        Command::Fix(args) => fix::run(args),
+        Command::Review(args) => review::run(args),
+        #[cfg(feature = "app")]
+        Command::Serve(args) => serve::run(*args),
+        #[cfg(feature = "app")]
+        Command::Jobs(args) => jobs::run(args),
+        #[cfg(not(feature = "app"))]
+        Command::Serve(_) | Command::Jobs(_) => Err(not_built("app", "the GitHub App")),
+        Command::Rules(args) => rules::list(args),
+        Command::Explain { rule, rules } => rules::explain(&rule, rules.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kubeharden: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The built-in rules, with the rule files of `dir` added or overriding them.
+pub(crate) fn registry(dir: Option<&Path>) -> Result<Registry> {
+    let mut registry = Registry::builtin().context("built-in rules are broken")?;
+    if let Some(dir) = dir {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read rules from {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| kubeharden_core::config::is_yaml(&p.to_string_lossy()))
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((path.display().to_string(), text));
+        }
+        registry.extend(
+            files
+                .iter()
+                .map(|(origin, text)| (origin.clone(), text.as_str())),
+        )?;
+    }
+    Ok(registry)
+}
+
+/// The configuration file named on the command line, or the one found from here upwards.
+fn find_config(explicit: Option<&Path>) -> Result<Option<(PathBuf, PathBuf)>> {
+    if let Some(p) = explicit {
+        let root = p
+            .parent()
+            .map(|d| {
+                if d.ends_with(".github") {
+                    d.parent().unwrap_or(d)
+                } else {
+                    d
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        return Ok(Some((p.to_path_buf(), root)));
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    for dir in cwd.ancestors() {
+        for candidate in CONFIG_PATHS {
+            let p = dir.join(candidate);
+            if p.is_file() {
+                return Ok(Some((p, dir.to_path_buf())));
+            }
+        }
+        if dir.join(".git").exists() {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// The rules, the repository configuration and the settings the command line asks for.
+pub(crate) struct Setup {
+    pub registry: Registry,
+    pub config: Config,
+    pub config_root: Option<PathBuf>,
+    pub settings: Settings,
+}
+
+pub(crate) fn setup(common: &CommonArgs) -> Result<Setup> {
+    let registry = registry(common.rules.as_deref())?;
+    let (config, config_root) = match find_config(common.config.as_deref())? {
+        Some((path, root)) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let config = Config::parse(&path.display().to_string(), &text, &registry)?;
+            (config, Some(root))
+        }
+        None => (Config::default(), None),
+    };
+    let mut settings: Settings = config.settings();
+    if let Some(p) = common.profile {
+        settings.profile = p;
+    }
+    if let Some(v) = common.kubernetes_version {
+        settings.kube_version = v;
+    }
+    if let Some(f) = common.fail_on {
+        settings.fail_on = f;
+    }
+    Ok(Setup {
+        registry,
+        config,
+        config_root,
+        settings,
+    })
+}
+
+/// The error for a flag or subcommand whose feature this build was made without.
+#[cfg_attr(all(feature = "app", feature = "images"), allow(dead_code))]
+pub(crate) fn not_built(feature: &str, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this kubeharden was built without {what}; build it with `cargo build --release --features {feature}` (the release image has every feature)"
+    )
+}

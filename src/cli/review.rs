@@ -1,0 +1,146 @@
+//! `kubeharden review`: the review the app would post, from a local git checkout.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use kubeharden_core::config::{CONFIG_PATHS, Config};
+use kubeharden_core::lint::Linter;
+
+use super::registry;
+
+#[derive(clap::Args)]
+pub struct ReviewArgs {
+    /// The branch the pull request merges into (its configuration applies, as in the app).
+    #[arg(long)]
+    base: String,
+    /// The pull request's head.
+    #[arg(long, default_value = "HEAD")]
+    head: String,
+    /// Print the review as JSON (the payload the app would send).
+    #[arg(long)]
+    json: bool,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+}
+
+fn git(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout)
+        .with_context(|| format!("git {} printed something that is not UTF-8", args.join(" ")))
+}
+
+/// What the app would post for a pull request from `base` to `head`: the same files (added,
+/// modified or renamed YAML inside the configured paths), the same hunks (GitHub diffs against
+/// the merge base), the base branch's configuration.
+pub fn run(args: ReviewArgs) -> Result<ExitCode> {
+    let registry = registry(args.rules.as_deref())?;
+    let merge_base = git(&["merge-base", &args.base, &args.head])?
+        .trim()
+        .to_string();
+    let config = CONFIG_PATHS
+        .iter()
+        .find_map(|p| {
+            git(&["show", &format!("{}:{p}", args.base)])
+                .ok()
+                .map(|text| (p, text))
+        })
+        .map(|(p, text)| Config::parse(p, &text, &registry))
+        .transpose()?
+        .unwrap_or_default();
+    let names = git(&["diff", "--name-status", "-M", "-z", &merge_base, &args.head])?;
+    let mut fields = names.split('\0').filter(|s| !s.is_empty());
+    let mut files = Vec::new();
+    while let Some(status) = fields.next() {
+        // Renames and copies name two paths; the second is the new one.
+        let path = match status.chars().next() {
+            Some('R' | 'C') => fields.nth(1),
+            _ => fields.next(),
+        };
+        let Some(path) = path else { break };
+        if !matches!(status.chars().next(), Some('A' | 'M' | 'R' | 'C'))
+            || !config.lints_changed(path)
+        {
+            continue;
+        }
+        let text = git(&["show", &format!("{}:{path}", args.head)])?;
+        let patch = git(&[
+            "diff",
+            "-M",
+            "--unified=3",
+            &merge_base,
+            &args.head,
+            "--",
+            path,
+        ])?;
+        files.push(kubeharden_core::review::PrFile {
+            path: path.to_string(),
+            text,
+            patch: Some(patch),
+        });
+    }
+    let linter = Linter::new(&registry, config.settings());
+    let plan = kubeharden_core::review::plan(&linter, &files);
+    let mut out = String::new();
+    if args.json {
+        let value = serde_json::json!({
+            "review": {
+                "event": "COMMENT",
+                "body": plan.body,
+                "comments": plan.comments,
+            },
+            "check_run": {
+                "conclusion": plan.conclusion,
+                "title": plan.check_title,
+                "summary": plan.check_summary,
+                "annotations": plan.annotations,
+            }
+        });
+        out = serde_json::to_string_pretty(&value)? + "\n";
+    } else {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "Check run \"KubeHarden\": {:?}: {}",
+            plan.conclusion, plan.check_title
+        );
+        if plan.body.is_empty() {
+            let _ = writeln!(out, "\nNo review: nothing to say.");
+        } else {
+            let _ = writeln!(out, "\n=== review ===\n{}", plan.body);
+        }
+        for c in &plan.comments {
+            let lines = match c.start_line {
+                Some(s) => format!("{s}-{}", c.line),
+                None => c.line.to_string(),
+            };
+            let _ = writeln!(out, "\n=== comment on {}:{lines} ===\n{}", c.path, c.body);
+        }
+        let _ = writeln!(out, "\n=== annotations ===");
+        for a in &plan.annotations {
+            let _ = writeln!(
+                out,
+                "{}:{}: {:?} {}: {}",
+                a.path, a.start_line, a.annotation_level, a.title, a.message
+            );
+        }
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(match plan.conclusion {
+        kubeharden_core::review::Conclusion::Success => ExitCode::SUCCESS,
+        kubeharden_core::review::Conclusion::Failure => ExitCode::from(1),
+    })
+}

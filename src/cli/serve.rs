@@ -1,0 +1,286 @@
+//! `kubeharden serve`: the GitHub App.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+use kubeharden::github::{RetryPolicy, Secret};
+use kubeharden::service::Launch;
+use kubeharden::setup::{CREDENTIALS_FILE, Credentials, Setup};
+
+use kubeharden::registry::RegistryClient;
+
+use super::images::ScannerArgs;
+use super::registry;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The GitHub App's id.
+    #[arg(long, env = "APP_ID")]
+    app_id: Option<u64>,
+    /// File holding the app's private key (PEM), as GitHub's app settings download it.
+    #[arg(long, env = "PRIVATE_KEY_PATH")]
+    private_key_path: Option<PathBuf>,
+    /// The private key itself (PEM), instead of a file.
+    #[arg(long, env = "PRIVATE_KEY", hide_env_values = true)]
+    private_key: Option<String>,
+    /// The secret GitHub signs webhook deliveries with.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// REST API root: https://api.github.com, or https://HOST/api/v3 for Enterprise Server.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:3000")]
+    listen: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Jobs run at once by this process.
+    #[arg(long, env = "WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// Log lines as text or as JSON objects (for log collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Every so many seconds, ask GitHub to redeliver the app's webhook deliveries that failed
+    /// (for instance while the app was down). Off when absent.
+    #[arg(long, env = "REDELIVER_INTERVAL")]
+    redeliver_interval: Option<u64>,
+    /// Seconds running jobs get to finish on SIGTERM/SIGINT before they are given back.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+    /// Seconds a worker's claim on a job holds without a heartbeat; after a crash the job is
+    /// taken up again once it runs out.
+    #[arg(long, env = "JOB_LEASE_SECONDS", default_value_t = 120)]
+    job_lease_seconds: u64,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Where the app keeps its state: the credentials file written by the setup flow.
+    #[arg(long, env = "DATA_DIR", default_value = ".")]
+    data_dir: PathBuf,
+    /// The address GitHub and browsers reach this server at (https://kubeharden.example.com).
+    /// Needed for the setup flow, which puts it into the app it registers.
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// GitHub's web root for the setup flow; derived from --github-api-url when absent.
+    #[arg(long, env = "GITHUB_URL")]
+    github_url: Option<String>,
+    /// The token the setup page asks for (at least 16 characters); a random one, printed in
+    /// the log, when absent.
+    #[arg(long, env = "SETUP_TOKEN", hide_env_values = true)]
+    setup_token: Option<String>,
+    /// Image scanning for repositories that turn it on (`images.scan: true`).
+    #[command(flatten)]
+    scanner: ScannerArgs,
+    #[command(flatten)]
+    registries: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RegistryArgs {
+    /// Let repositories that ask for it (`images.pin-digests: true`) have their image tags
+    /// resolved to digests through the registries' API.
+    #[arg(long, env = "REGISTRY_ACCESS")]
+    registry_access: bool,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
+    /// Registries on loopback or private addresses that may be contacted, as `host[:port]`
+    /// (comma-separated); plain http is used for them. Others of that kind are never asked.
+    #[arg(long, env = "REGISTRY_PRIVATE_HOSTS", value_delimiter = ',')]
+    pub registry_private_hosts: Vec<String>,
+    /// Seconds a registry request may take.
+    #[arg(long, env = "REGISTRY_TIMEOUT", default_value_t = 10)]
+    registry_timeout: u64,
+}
+
+impl RegistryArgs {
+    pub fn client(&self) -> Result<Option<std::sync::Arc<RegistryClient>>> {
+        if !self.registry_access {
+            return Ok(None);
+        }
+        let auth = match &self.registry_auth_file {
+            Some(path) => RegistryClient::auth_from_docker_config(path)?,
+            None => Default::default(),
+        };
+        let mut client = RegistryClient::new(
+            auth,
+            std::time::Duration::from_secs(self.registry_timeout.max(1)),
+        )?;
+        client.set_insecure_http_hosts(self.registry_private_hosts.clone());
+        client.guard_network(self.registry_private_hosts.clone());
+        Ok(Some(std::sync::Arc::new(client)))
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct DatabaseArgs {
+    /// Where deliveries and jobs are kept: sqlite://FILE (the default, created on first start)
+    /// or postgres://… for several replicas.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://kubeharden.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        // Each line a JSON object, with the job's span fields (delivery, job, repo, pr).
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let registry = std::sync::Arc::new(registry(args.rules.as_deref())?);
+    let credentials_path = args.data_dir.join(CREDENTIALS_FILE);
+    // Credentials given explicitly win; then the file the setup flow wrote; else the setup.
+    let given = args.app_id.is_some()
+        || args.private_key.is_some()
+        || args.private_key_path.is_some()
+        || args.webhook_secret.is_some();
+    let credentials = if given {
+        let app_id = args.app_id.context(
+            "no app id: pass --app-id or set APP_ID (the number on the app's settings page)",
+        )?;
+        let key = match (&args.private_key, &args.private_key_path) {
+            (Some(key), _) => Secret::new(key.clone()),
+            (None, Some(path)) => {
+                Secret::new(std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the private key file {}", path.display())
+                })?)
+            }
+            (None, None) => bail!(
+                "no private key: pass --private-key-path or set PRIVATE_KEY_PATH (or PRIVATE_KEY)"
+            ),
+        };
+        let webhook_secret = args
+            .webhook_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .context("no webhook secret: pass --webhook-secret or set WEBHOOK_SECRET")?;
+        Some(Credentials {
+            app_id,
+            slug: String::new(),
+            html_url: String::new(),
+            private_key: key.expose().to_string(),
+            webhook_secret,
+            client_id: String::new(),
+            client_secret: String::new(),
+        })
+    } else {
+        Credentials::load(&credentials_path)?
+    };
+    if credentials.is_none() && args.public_url.is_none() {
+        bail!(
+            "no credentials: set APP_ID, PRIVATE_KEY_PATH and WEBHOOK_SECRET, or set PUBLIC_URL (the address GitHub reaches this server at) and open PUBLIC_URL/setup to register the app"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // octocrab's client needs the runtime to exist when it is built.
+    let _runtime = runtime.enter();
+    runtime.block_on(async move {
+        let store =
+            std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database.database_url).await?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let launch = Launch {
+            registry,
+            store,
+            stopped,
+            workers: workers.clone(),
+            api_url: args.github_api_url.clone(),
+            retry: RetryPolicy::default(),
+            retry_base: std::time::Duration::from_secs(30),
+            lease: std::time::Duration::from_secs(args.job_lease_seconds.max(1)),
+            worker_count: args.workers.max(1),
+            worker_prefix: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "kubeharden".into()),
+                std::process::id()
+            ),
+            grace: std::time::Duration::from_secs(args.shutdown_grace),
+            redeliver_interval: args.redeliver_interval,
+            scanner: args.scanner.scanner(None),
+            registry_client: args.registries.client()?,
+            private_registry_hosts: args.registries.registry_private_hosts.clone(),
+        };
+        let router = match credentials {
+            Some(c) => launch.start(&c)?.0,
+            None => {
+                let public = args.public_url.clone().unwrap_or_default();
+                let github_url = args
+                    .github_url
+                    .clone()
+                    .unwrap_or_else(|| kubeharden::setup::web_url(&args.github_api_url));
+                let launch = std::sync::Arc::new(launch);
+                let setup = Setup::new(
+                    &public,
+                    &github_url,
+                    &args.github_api_url,
+                    credentials_path,
+                    args.setup_token.clone(),
+                    std::sync::Arc::new(move |c| {
+                        let launch = launch.clone();
+                        Box::pin(async move { launch.start(&c).map(|(router, _)| router) })
+                    }),
+                )?;
+                // The one secret this log line carries on purpose: the operator needs it once.
+                tracing::info!(
+                    "no credentials yet: open {} to register the GitHub App",
+                    setup.link()
+                );
+                kubeharden::setup::router(setup)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "KubeHarden is listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server stopped")?;
+        // No more deliveries: let the workers finish or give back what they hold.
+        let _ = stop.send(true);
+        let handles: Vec<_> =
+            std::mem::take(&mut *workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in handles {
+            let _ = w.await;
+        }
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

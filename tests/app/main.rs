@@ -1,0 +1,14 @@
+//! The GitHub App and the image clients, end to end: the real server against a stateful fake
+//! GitHub on loopback, the real binary killed mid-job, a real registry, stand-in scanners. One
+//! test binary, so the app is linked once.
+
+#[path = "../../core/tests/common/mod.rs"]
+mod common;
+mod support;
+
+mod commands;
+mod crash;
+mod registry;
+mod reviews;
+mod scan;
+mod setup;
