@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::github::events::{PullRequestAction, PullRequestEvent};
 use crate::github::{Access, App, CheckAction, CheckOutput, RepoClient, TreeEntry};
+use kubeharden_core::change::PrFile;
 use kubeharden_core::commands::{self, Command, FixSet, Reply};
 use kubeharden_core::config::{CONFIG_PATHS, Config};
+use kubeharden_core::facts::{Facts, ImageFacts};
 use kubeharden_core::lint::Linter;
-use kubeharden_core::review::{self, Conclusion, PrFile};
+use kubeharden_core::review::{self, Conclusion};
 use kubeharden_core::rules::Registry;
 
 /// What every job shares.
@@ -151,13 +153,13 @@ async fn review_with_check(
         .into_iter()
         .map(|(f, _)| f)
         .collect();
-    let mut settings = config.settings();
-    image_knowledge(cx, config, &files, &mut settings, true).await;
+    let settings = config.settings();
+    let facts = image_facts(cx, config, &files, &settings, true).await;
     // Linting and fixing are CPU work: keep them off the async workers.
     let plan = {
         let registry = cx.registry.clone();
         tokio::task::spawn_blocking(move || {
-            let linter = Linter::new(&registry, settings);
+            let linter = Linter::new(&registry, settings).with_facts(facts);
             review::plan(&linter, &files)
         })
         .await
@@ -269,25 +271,31 @@ async fn review_with_check(
 /// What the image rules need from outside the manifests, for the images the pull request adds
 /// or changes: the scanner's reports when the repository asks for scanning, and the digests
 /// registries serve for their tags when it asks for pinning.
-async fn image_knowledge(
+async fn image_facts(
     cx: &JobContext,
     config: &Config,
     files: &[PrFile],
-    settings: &mut kubeharden_core::lint::Settings,
+    settings: &kubeharden_core::lint::Settings,
     scan: bool,
-) {
+) -> Facts {
     let scan = scan && config.images.scan;
     let pin = config.images.pin_digests && cx.registry_client.is_some();
     if !scan && !pin {
-        return;
+        return Facts::default();
     }
+    let mut images = ImageFacts::default();
     let sources: Vec<kubeharden_core::source::SourceFile> =
         files.iter().map(PrFile::source).collect();
     // Lines each file adds, read once; without a patch (a diff too large to show) every image
     // of the file counts as changed.
     let added: HashMap<&str, Option<std::collections::BTreeSet<usize>>> = files
         .iter()
-        .map(|f| (f.path.as_str(), f.patch.as_deref().map(review::added_lines)))
+        .map(|f| {
+            (
+                f.path.as_str(),
+                f.patch.as_deref().map(kubeharden_core::change::added_lines),
+            )
+        })
         .collect();
     let mut changed: Vec<String> = kubeharden_core::image::uses(&sources, &settings.limits)
         .into_iter()
@@ -301,7 +309,7 @@ async fn image_knowledge(
     changed.sort();
     changed.dedup();
     if changed.is_empty() {
-        return;
+        return Facts::default();
     }
     // Scanners and registries are only sent to registries the server may contact: allowed by
     // the repository's list, and on public addresses unless the server lists them.
@@ -341,10 +349,12 @@ async fn image_knowledge(
     }
     let changed = contactable;
     if pin && let Some(client) = &cx.registry_client {
-        settings.images.digests = Arc::new(resolve_digests(client, &changed, config).await);
+        images.digests = resolve_digests(client, &changed, config).await;
     }
     if !scan {
-        return;
+        return Facts {
+            images: Arc::new(images),
+        };
     }
     let mut scans = match &cx.scanner {
         Some(scanner) => scanner.scan_all(&changed).await,
@@ -361,7 +371,10 @@ async fn image_knowledge(
             .collect(),
     };
     scans.extend(refused);
-    settings.images.scans = Arc::new(scans);
+    images.scans = scans;
+    Facts {
+        images: Arc::new(images),
+    }
 }
 
 /// The most images one review scans or resolves: a pull request must not be able to hold the
@@ -706,12 +719,12 @@ async fn answer(
             .collect();
         let files: Vec<PrFile> = fetched.into_iter().map(|(f, _)| f).collect();
         // The same digests the review suggested: the commit pins what the suggestions pin.
-        let mut settings = config.settings();
-        image_knowledge(cx, &config, &files, &mut settings, false).await;
+        let settings = config.settings();
+        let facts = image_facts(cx, &config, &files, &settings, false).await;
         let mut set = {
             let registry = cx.registry.clone();
             tokio::task::spawn_blocking(move || {
-                let linter = Linter::new(&registry, settings);
+                let linter = Linter::new(&registry, settings).with_facts(facts);
                 commands::fix_change(&linter, &files, unsafe_fixes)
             })
             .await

@@ -7,9 +7,10 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::{PrFile, may_touch};
 use crate::fix::fix_file;
 use crate::lint::Linter;
-use crate::review::PrFile;
+use crate::markdown::{MAX_BODY, clip, code, fenced};
 use crate::rules::Applicability;
 use crate::source::SourceFile;
 
@@ -96,13 +97,6 @@ pub fn from_action(identifier: &str) -> Option<Command> {
         id if id == APPLY_ALL_FIXES.0 => Some(Command::Fix { unsafe_fixes: true }),
         _ => None,
     }
-}
-
-/// Whether the app may write a file in a commit. Workflows are never touched: a bot that
-/// edits CI definitions is a privilege escalation path, and GitHub refuses such pushes
-/// without the `workflows` permission anyway.
-pub fn may_touch(path: &str) -> bool {
-    !(path.starts_with(".github/workflows/") || path == ".github/workflows")
 }
 
 /// One file the commit changes.
@@ -286,11 +280,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
     match reply {
         Reply::Help | Reply::Unknown(_) => {
             if let Reply::Unknown(text) = reply {
-                let _ = writeln!(
-                    b,
-                    "KubeHarden does not know the command {}.\n",
-                    inline_code(text)
-                );
+                let _ = writeln!(b, "KubeHarden does not know the command {}.\n", code(text));
             } else {
                 b.push_str("KubeHarden answers these commands in a pull request comment:\n\n");
             }
@@ -303,7 +293,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
             let _ = write!(
                 b,
                 "only people with write access to this repository can have KubeHarden commit to it (your access: {}). Each suggestion in the review can still be committed by someone who has it.",
-                inline_code(permission)
+                code(permission)
             );
         }
         Reply::NotAllowed {
@@ -313,7 +303,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
             let _ = write!(
                 b,
                 "only the pull request's author and people with write access to this repository can ask for a recheck (your access: {}).",
-                inline_code(permission)
+                code(permission)
             );
         }
         Reply::CommittedEarlier { sha, url } => {
@@ -421,7 +411,7 @@ pub fn reply(reply: &Reply, requester: &str, request: &str, set: Option<&FixSet>
         }
     }
     // Clipped before the marker, which must survive: a retry looks for it.
-    let mut b = crate::review::clip(&b, crate::review::MAX_BODY - 200);
+    let mut b = clip(&b, MAX_BODY - 200);
     let _ = write!(b, "\n\n{}", reply_marker(request));
     b
 }
@@ -455,7 +445,7 @@ fn skipped(b: &mut String, set: &FixSet) {
     }
     b.push_str("\nLeft alone:\n");
     for (path, why) in &set.skipped {
-        let _ = writeln!(b, "- {}: {}", inline_code(path), inline_code(why));
+        let _ = writeln!(b, "- {}: {}", code(path), code(why));
     }
 }
 
@@ -467,7 +457,7 @@ fn patch_block(b: &mut String, set: &FixSet) {
         patch.push_str(&unified_diff(&f.path, &f.original, &f.fixed));
     }
     // Room for the rest of the reply.
-    const BUDGET: usize = crate::review::MAX_BODY - 4_000;
+    const BUDGET: usize = MAX_BODY - 4_000;
     let mut note = "";
     if patch.len() > BUDGET {
         let mut cut = BUDGET;
@@ -497,31 +487,6 @@ pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// A fenced block whose fence is longer than any backtick run inside.
-fn fenced(text: &str, lang: &str) -> String {
-    let longest = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0)
-        .max(2);
-    let fence = "`".repeat(longest + 1);
-    let text = text.trim_end_matches('\n');
-    format!("{fence}{lang}\n{text}\n{fence}")
-}
-
-fn inline_code(s: &str) -> String {
-    let s = crate::source::one_line(s);
-    let ticks = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat(ticks + 1);
-    let pad = if s.starts_with('`') || s.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{fence}{pad}{s}{pad}{fence}")
 }
 
 #[cfg(test)]
@@ -564,13 +529,6 @@ mod tests {
             assert!(from_action(id).is_some());
         }
         assert_eq!(from_action("something_else"), None);
-    }
-
-    #[test]
-    fn workflows_are_off_limits() {
-        assert!(!may_touch(".github/workflows/ci.yaml"));
-        assert!(may_touch(".github/kubeharden.yaml"));
-        assert!(may_touch("deploy/workflows/x.yaml"));
     }
 
     #[test]

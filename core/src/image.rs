@@ -5,6 +5,25 @@
 
 use std::fmt;
 
+/// What a repository's configuration says about images: where they may come from, and how bad
+/// a vulnerability must be to fail the check.
+#[derive(Debug, Clone)]
+pub struct ImagePolicy {
+    /// Registry (and path) prefixes images must come from; any when empty.
+    pub allowed_registries: Vec<String>,
+    /// Vulnerabilities at or above this severity are errors; below it, notes.
+    pub fail_on: crate::vuln::VulnSeverity,
+}
+
+impl Default for ImagePolicy {
+    fn default() -> Self {
+        Self {
+            allowed_registries: Vec::new(),
+            fail_on: crate::vuln::VulnSeverity::High,
+        }
+    }
+}
+
 /// A parsed reference. `domain` is normalized (`docker.io` for Docker Hub) and `path` carries
 /// Docker Hub's `library/` for official images.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

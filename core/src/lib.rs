@@ -7,12 +7,15 @@
 //! compiler keeps it so, as this crate depends on none of them. The shell around it (the CLI,
 //! the GitHub App) reads inputs, fetches facts, and prints or posts what the core produced.
 
+pub mod change;
 pub mod commands;
 pub mod config;
+pub mod facts;
 pub mod fix;
 pub mod image;
 pub mod k8s;
 pub mod lint;
+pub mod markdown;
 pub mod render;
 pub mod review;
 pub mod rules;

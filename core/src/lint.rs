@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::facts::Facts;
+use crate::image::ImagePolicy;
 use crate::k8s::{self, Contents, KubeVersion, ObjectInfo, Workload};
 use crate::rules::eval::{self, Context, Hit};
 use crate::rules::{Applicability, ExemptWhen, Profile, Registry, Rule, Severity, Tool};
@@ -19,29 +21,7 @@ pub struct Settings {
     pub severity: BTreeMap<String, Severity>,
     pub fail_on: Severity,
     pub limits: Limits,
-    pub images: ImageSettings,
-}
-
-/// What the image rules know beyond the manifests: the allow-list, the digests a registry
-/// serves for tags, and scanners' reports, each keyed by the `image` value as written.
-#[derive(Debug, Clone)]
-pub struct ImageSettings {
-    pub allowed_registries: Vec<String>,
-    pub digests: std::sync::Arc<BTreeMap<String, String>>,
-    pub scans: std::sync::Arc<BTreeMap<String, crate::vuln::ScanOutcome>>,
-    /// Vulnerabilities at or above this severity are errors; below it, notes.
-    pub fail_on: crate::vuln::VulnSeverity,
-}
-
-impl Default for ImageSettings {
-    fn default() -> Self {
-        Self {
-            allowed_registries: Vec::new(),
-            digests: Default::default(),
-            scans: Default::default(),
-            fail_on: crate::vuln::VulnSeverity::High,
-        }
-    }
+    pub images: ImagePolicy,
 }
 
 impl Default for Settings {
@@ -54,7 +34,7 @@ impl Default for Settings {
             severity: BTreeMap::new(),
             fail_on: Severity::Warning,
             limits: Limits::default(),
-            images: ImageSettings::default(),
+            images: ImagePolicy::default(),
         }
     }
 }
@@ -134,6 +114,8 @@ impl Report {
 pub struct Linter<'r> {
     pub registry: &'r Registry,
     pub settings: Settings,
+    /// What the shell fetched for this run (digests, scan reports).
+    pub facts: Facts,
     active: Vec<&'r Rule>,
     /// ServiceAccounts known from elsewhere in the change that turn token automounting off
     /// (so fixing one file of a pull request agrees with linting all of it).
@@ -163,9 +145,16 @@ impl<'r> Linter<'r> {
         Self {
             registry,
             settings,
+            facts: Facts::default(),
             active,
             known_quiet: HashSet::new(),
         }
+    }
+
+    /// The same linter, knowing these facts.
+    pub fn with_facts(mut self, facts: Facts) -> Self {
+        self.facts = facts;
+        self
     }
 
     /// Lint a whole change at once; also the linter that fixes each of its files on its own
@@ -174,6 +163,7 @@ impl<'r> Linter<'r> {
     pub fn lint_change(&self, sources: &[SourceFile]) -> (Report, Linter<'r>) {
         let report = self.lint_files(sources);
         let per_file = Linter::new(self.registry, self.settings.clone())
+            .with_facts(self.facts.clone())
             .with_quiet_service_accounts(report.quiet_service_accounts.iter().cloned());
         (report, per_file)
     }
@@ -413,6 +403,7 @@ impl<'r> Linter<'r> {
             containers: &containers,
             version: self.settings.kube_version,
             images: &self.settings.images,
+            facts: &self.facts,
         };
         let windows = w.is_windows(doc);
         let user_namespace = w.host_users_false(doc);

@@ -7,90 +7,17 @@ use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 
+use crate::change::{Hunk, PrFile, parse_hunks};
 use crate::fix::{fix_file, suggest};
 use crate::lint::{Finding, Linter, Report};
+use crate::markdown::{MAX_BODY, clip, code, escape};
 use crate::rules::{Applicability, Registry, Severity};
 use crate::source::{SourceFile, one_line};
 
-/// GitHub allows this many characters in a comment or check-run text.
-pub const MAX_BODY: usize = 65_000;
 /// Inline comments per review, beyond which the rest are summarised.
 pub const MAX_COMMENTS: usize = 50;
 /// Rows of the findings table in a summary.
 const MAX_TABLE_ROWS: usize = 100;
-
-/// A file the pull request adds or changes, at its head.
-#[derive(Debug, Clone)]
-pub struct PrFile {
-    pub path: String,
-    pub text: String,
-    /// The unified-diff hunks GitHub shows for it; `None` when GitHub sends none (a very large
-    /// diff), in which case no line can carry a comment.
-    pub patch: Option<String>,
-}
-
-/// New-side lines `start..=end` that one hunk shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hunk {
-    pub start: usize,
-    pub end: usize,
-}
-
-/// New-side lines a unified diff adds (`+` lines), 1-based.
-pub fn added_lines(patch: &str) -> std::collections::BTreeSet<usize> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut line = 0usize;
-    for l in patch.lines() {
-        if let Some(header) = l.strip_prefix("@@ ") {
-            line = header
-                .split_whitespace()
-                .find_map(|p| p.strip_prefix('+'))
-                .and_then(|p| p.split(',').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            continue;
-        }
-        match l.as_bytes().first() {
-            Some(b'+') => {
-                out.insert(line);
-                line += 1;
-            }
-            Some(b'-') | Some(b'\\') => {}
-            _ => line += 1,
-        }
-    }
-    out
-}
-
-/// Hunks of a unified diff, from their headers. A header may carry function context after the
-/// second `@@`; a count may be omitted (it is then 1).
-pub fn parse_hunks(patch: &str) -> Vec<Hunk> {
-    let mut hunks = Vec::new();
-    for line in patch.lines() {
-        let Some(rest) = line.strip_prefix("@@ ") else {
-            continue;
-        };
-        let Some(header) = rest.split(" @@").next() else {
-            continue;
-        };
-        let Some(new) = header.split_whitespace().find_map(|p| p.strip_prefix('+')) else {
-            continue;
-        };
-        let mut parts = new.split(',');
-        let start: usize = match parts.next().and_then(|s| s.parse().ok()) {
-            Some(s) => s,
-            None => continue,
-        };
-        let count: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-        if count > 0 {
-            hunks.push(Hunk {
-                start,
-                end: start + count - 1,
-            });
-        }
-    }
-    hunks
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InlineComment {
@@ -185,12 +112,6 @@ fn fingerprint(path: &str, findings: &[&Finding]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-impl PrFile {
-    pub fn source(&self) -> SourceFile {
-        SourceFile::new(self.path.clone(), self.text.clone())
-    }
-}
-
 /// Plan the review of the changed files.
 pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
     let sources: Vec<SourceFile> = files.iter().map(PrFile::source).collect();
@@ -234,7 +155,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
                 continue;
             }
             fixable += findings.len();
-            if crate::commands::may_touch(&file.path) {
+            if crate::change::may_touch(&file.path) {
                 committable += findings.len();
                 safe_fixable += findings
                     .iter()
@@ -286,7 +207,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         {
             continue;
         }
-        let report = match linter.settings.images.scans.get(&image) {
+        let report = match linter.facts.images.scans.get(&image) {
             Some(crate::vuln::ScanOutcome::Report(r)) => Some(r.clone()),
             _ => None,
         };
@@ -405,7 +326,7 @@ fn comment_body(
             .get(id)
             .map(|r| why_sentence(&r.docs))
             .unwrap_or_default();
-        let _ = writeln!(body, "- `{id}`: {}. {why}", md(&fs[0].message));
+        let _ = writeln!(body, "- `{id}`: {}. {why}", escape(&fs[0].message));
     }
     let unsafe_notes: Vec<String> = rules
         .keys()
@@ -456,7 +377,7 @@ fn vulnerability_body(
         |r| format!("[`{}`]({})", r.id, r.docs_url()),
     );
     let Some(report) = report else {
-        let _ = writeln!(body, "**KubeHarden** {rule}: {}", md(&f.message));
+        let _ = writeln!(body, "**KubeHarden** {rule}: {}", escape(&f.message));
         let _ = write!(body, "\n{FINGERPRINT_PREFIX}{fingerprint} -->");
         return body;
     };
@@ -489,10 +410,10 @@ fn vulnerability_body(
         let id = match v.link() {
             Some(link) => format!(
                 "[{}]({})",
-                md(&v.id),
+                escape(&v.id),
                 link.replace(')', "%29").replace(' ', "%20")
             ),
-            None => md(&v.id),
+            None => escape(&v.id),
         };
         let _ = writeln!(
             body,
@@ -514,42 +435,6 @@ fn vulnerability_body(
     }
     let _ = write!(body, "\n{FINGERPRINT_PREFIX}{fingerprint} -->");
     clip(&body, MAX_BODY)
-}
-
-/// Text from the user's YAML (image names, env names, container names) placed in Markdown:
-/// no mentions, links, images, HTML or emphasis can come out of it.
-fn md(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(
-            c,
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '@' | '|' | '!' | '~'
-        ) {
-            out.push('\\');
-        }
-        out.push(if c == '\n' { ' ' } else { c });
-    }
-    out
-}
-
-/// A code span that holds any text: fenced with more backticks than it contains.
-fn code(s: &str) -> String {
-    let fence = "`".repeat(longest_run(s, '`') + 1);
-    let pad = if s.starts_with('`') || s.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{fence}{pad}{}{pad}{fence}", s.replace('\n', " "))
-}
-
-fn longest_run(s: &str, ch: char) -> usize {
-    let (mut best, mut run) = (0, 0);
-    for c in s.chars() {
-        run = if c == ch { run + 1 } else { 0 };
-        best = best.max(run);
-    }
-    best
 }
 
 /// The first sentence of a rule's "Why is this bad?" section.
@@ -652,8 +537,8 @@ fn table(report: &Report) -> String {
             f.severity,
             f.rule,
             code(&format!("{}:{}", f.path, f.start.line)).replace('|', "\\|"),
-            md(&object),
-            md(&f.message)
+            escape(&object),
+            escape(&f.message)
         );
     }
     if report.findings.len() > MAX_TABLE_ROWS {
@@ -666,63 +551,14 @@ fn table(report: &Report) -> String {
     s
 }
 
-/// Cut text to at most `max` bytes on a character boundary, saying so.
-/// Cut a comment to `max` bytes (GitHub's limit is [`MAX_BODY`]), on a character boundary.
-pub fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max - 40;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n\n…(truncated)", &s[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_text_cannot_mention_link_or_break_out() {
-        assert_eq!(
-            md("@admins [x](http://e) <img> `a`"),
-            "\\@admins \\[x\\](http://e) \\<img\\> \\`a\\`"
-        );
-        assert_eq!(code("a`b"), "``a`b``");
-        assert_eq!(code("`a"), "`` `a ``");
-    }
-
-    #[test]
-    fn added_lines_are_the_plus_lines() {
-        let patch = "@@ -1,3 +1,4 @@ kind: Pod\n a\n-b\n+B\n+C\n c\n\\ No newline at end of file\n@@ -10 +11 @@\n+z";
-        assert_eq!(
-            added_lines(patch).into_iter().collect::<Vec<_>>(),
-            [2, 3, 11]
-        );
-    }
-
-    #[test]
-    fn hunk_headers_with_function_context_and_omitted_counts() {
-        let patch = "@@ -1,3 +1,4 @@ kind: Deployment\n a\n+b\n c\n@@ -10 +11 @@\n-x\n+y\n@@ -20,2 +22,0 @@\n-gone\n-gone\n";
-        assert_eq!(
-            parse_hunks(patch),
-            [Hunk { start: 1, end: 4 }, Hunk { start: 11, end: 11 }]
-        );
-    }
 
     #[test]
     fn fingerprints_are_found_again() {
         let body = format!("text\n\n{FINGERPRINT_PREFIX}abc123 -->");
         assert_eq!(fingerprint_of(&body), Some("abc123"));
         assert_eq!(fingerprint_of("no marker"), None);
-    }
-
-    #[test]
-    fn clipping_respects_characters() {
-        let s = "é".repeat(100);
-        let c = clip(&s, 60);
-        assert!(c.len() <= 60 + 20);
-        assert!(c.ends_with("(truncated)"));
     }
 }

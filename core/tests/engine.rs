@@ -553,12 +553,12 @@ spec:
     let registry = Registry::builtin().unwrap();
     let linter = Linter::new(&registry, Settings::default());
     let files = [
-        kubeharden_core::review::PrFile {
+        kubeharden_core::change::PrFile {
             path: "pod.yaml".into(),
             text: pod.into(),
             patch: Some("@@ -0,0 +1,8 @@\n".into()),
         },
-        kubeharden_core::review::PrFile {
+        kubeharden_core::change::PrFile {
             path: "sa.yaml".into(),
             text: sa.into(),
             patch: Some("@@ -0,0 +1,4 @@\n".into()),

@@ -78,13 +78,13 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
         for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
             // This rule alone, with the fixture's own settings.
-            let mut settings = fixture_settings(&text);
+            let (mut settings, facts) = common::fixture_settings(&text);
             settings.disable = registry
                 .iter()
                 .map(|r| r.id.clone())
                 .filter(|id| *id != rule.id)
                 .collect();
-            let linter = Linter::new(&registry, settings);
+            let linter = Linter::new(&registry, settings).with_facts(facts);
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             let source = SourceFile::new(&name, text.as_str());
             let result = fix_file(&linter, &source, Applicability::Unsafe).unwrap();
@@ -129,8 +129,4 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
             rule.id
         );
     }
-}
-
-fn fixture_settings(text: &str) -> Settings {
-    common::fixture_settings(text)
 }

@@ -9,16 +9,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use kubeharden_core::lint::{Linter, Settings};
+use kubeharden_core::lint::Linter;
 use kubeharden_core::rules::Registry;
 use kubeharden_core::source::SourceFile;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
-}
-
-fn settings_for(text: &str) -> Settings {
-    common::fixture_settings(text)
 }
 
 fn lint_fixture(registry: &Registry, path: &Path) -> kubeharden_core::lint::Report {
@@ -28,7 +24,8 @@ fn lint_fixture(registry: &Registry, path: &Path) -> kubeharden_core::lint::Repo
         .unwrap()
         .display()
         .to_string();
-    let linter = Linter::new(registry, settings_for(&text));
+    let (settings, facts) = common::fixture_settings(&text);
+    let linter = Linter::new(registry, settings).with_facts(facts);
     linter.lint_files(&[SourceFile::new(name, text)])
 }
 

@@ -70,13 +70,15 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
         Applicability::Safe
     };
     let (files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    let mut images = kubeharden_core::facts::ImageFacts::default();
     if args.pin_digests {
         settings.enable.insert("image-not-pinned".into());
         settings.disable.remove("image-not-pinned");
-        let digests = pin_digests(&files, &settings, args.registry_auth_file.as_deref())?;
-        settings.images.digests = std::sync::Arc::new(digests);
+        images.digests = pin_digests(&files, &settings, args.registry_auth_file.as_deref())?;
     }
-    let linter = Linter::new(&registry, settings);
+    let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
+        images: std::sync::Arc::new(images),
+    });
     let mut out = String::new();
     let mut remaining = false;
     let mut fixed_count = 0;

@@ -70,11 +70,13 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
         settings,
     } = setup(&args.common)?;
     let (files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
-    let mut settings = settings;
+    let mut images = kubeharden_core::facts::ImageFacts::default();
     if args.scan_images {
-        settings.images.scans = std::sync::Arc::new(scan_images(&args, &files, &settings)?);
+        images.scans = scan_images(&args, &files, &settings)?;
     }
-    let linter = Linter::new(&registry, settings);
+    let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
+        images: std::sync::Arc::new(images),
+    });
     let report = linter.lint_files(&files);
     let output = match args.format {
         Format::Text => {

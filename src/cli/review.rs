@@ -86,7 +86,7 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
             "--",
             path,
         ])?;
-        files.push(kubeharden_core::review::PrFile {
+        files.push(kubeharden_core::change::PrFile {
             path: path.to_string(),
             text,
             patch: Some(patch),

@@ -916,7 +916,7 @@ async fn markers_copied_by_people_do_not_silence_the_app() {
     let linter = Linter::new(&registry, Settings::default());
     let plan = kubeharden_core::review::plan(
         &linter,
-        &[kubeharden_core::review::PrFile {
+        &[kubeharden_core::change::PrFile {
             path: "web.yaml".into(),
             text: INSECURE.into(),
             patch: Some("@@ -0,0 +1,13 @@\n".into()),

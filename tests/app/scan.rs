@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubeharden::scan::{Scanner, ScannerKind};
+use kubeharden_core::facts::{Facts, ImageFacts};
 use kubeharden_core::lint::{Linter, Settings};
 use kubeharden_core::rules::{Registry, Severity};
 use kubeharden_core::source::SourceFile;
@@ -285,13 +286,20 @@ fn reports_become_findings_on_the_image_line_with_the_threshold_deciding() {
             .map(|u| u.image)
             .collect();
     assert_eq!(images.len(), 3);
-    let scans = Arc::new(runtime.block_on(s.scan_all(&images)));
+    let scans = runtime.block_on(s.scan_all(&images));
+    let facts = |scans| Facts {
+        images: Arc::new(ImageFacts {
+            scans,
+            ..Default::default()
+        }),
+    };
     let registry = Registry::builtin().unwrap();
     let lint = |fail_on: VulnSeverity| {
         let mut settings = Settings::default();
-        settings.images.scans = scans.clone();
         settings.images.fail_on = fail_on;
-        Linter::new(&registry, settings).lint_files(std::slice::from_ref(&file))
+        Linter::new(&registry, settings)
+            .with_facts(facts(scans.clone()))
+            .lint_files(std::slice::from_ref(&file))
     };
     let report = lint(VulnSeverity::High);
     let vulnerable: Vec<_> = report
@@ -329,8 +337,7 @@ fn reports_become_findings_on_the_image_line_with_the_threshold_deciding() {
         .find(|f| f.rule == "image-vulnerable")
         .unwrap();
     assert_eq!(v.severity, Severity::Error, "critical is at the threshold");
-    let mut settings = Settings::default();
-    settings.images.scans = Arc::new(
+    let below = facts(
         scans
             .iter()
             .filter(|(k, _)| k.contains("vulnerable"))
@@ -345,7 +352,9 @@ fn reports_become_findings_on_the_image_line_with_the_threshold_deciding() {
             })
             .collect(),
     );
-    let report = Linter::new(&registry, settings).lint_files(std::slice::from_ref(&file));
+    let report = Linter::new(&registry, Settings::default())
+        .with_facts(below)
+        .lint_files(std::slice::from_ref(&file));
     let v = report
         .findings
         .iter()

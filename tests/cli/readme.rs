@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use kubeharden_core::change::PrFile;
 use kubeharden_core::lint::{Linter, Settings};
-use kubeharden_core::review::{PrFile, plan};
+use kubeharden_core::review::plan;
 use kubeharden_core::rules::Registry;
 
 fn root() -> &'static Path {

@@ -23,28 +23,8 @@ impl Suggestion {
     pub fn markdown(&self) -> String {
         let body = self.replacement.replace("\r\n", "\n");
         let body = body.strip_suffix('\n').unwrap_or(&body);
-        let longest = longest_backtick_run(body);
-        let fence = "`".repeat((longest + 1).max(3));
-        if body.is_empty() {
-            format!("{fence}suggestion\n{fence}")
-        } else {
-            format!("{fence}suggestion\n{body}\n{fence}")
-        }
+        crate::markdown::fenced(body, "suggestion")
     }
-}
-
-fn longest_backtick_run(s: &str) -> usize {
-    let mut best = 0;
-    let mut run = 0;
-    for c in s.chars() {
-        if c == '`' {
-            run += 1;
-            best = best.max(run);
-        } else {
-            run = 0;
-        }
-    }
-    best
 }
 
 /// Lines with their endings.

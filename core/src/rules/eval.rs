@@ -47,7 +47,8 @@ pub struct Context<'a> {
     pub workload: &'a Workload,
     pub containers: &'a [Container],
     pub version: KubeVersion,
-    pub images: &'a crate::lint::ImageSettings,
+    pub images: &'a crate::image::ImagePolicy,
+    pub facts: &'a crate::facts::Facts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -575,7 +576,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                         && crate::image::parse(image).is_ok_and(|r| r.digest.is_none())
                     {
                         hit(at_value(v), Some(image.to_string()), None);
-                        let digest = cx.images.digests.get(image);
+                        let digest = cx.facts.images.digests.get(image);
                         if let Some(last) = hits.last_mut() {
                             match digest {
                                 Some(d) => last.target.suffix = Some(format!("@{d}")),
@@ -607,7 +608,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                     if let Some(v) = value
                         && let Some(image) = doc.str_value(v)
                         && let Some(crate::vuln::ScanOutcome::Report(report)) =
-                            cx.images.scans.get(image)
+                            cx.facts.images.scans.get(image)
                         && let Some(worst) = report.worst()
                     {
                         hit(
@@ -629,7 +630,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                     if let Some(v) = value
                         && let Some(image) = doc.str_value(v)
                     {
-                        match cx.images.scans.get(image) {
+                        match cx.facts.images.scans.get(image) {
                             Some(crate::vuln::ScanOutcome::Failed(why)) => {
                                 hit(at_value(v), Some(format!("{image}: {why}")), None);
                             }

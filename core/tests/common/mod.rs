@@ -257,11 +257,16 @@ pub fn check(linter: &Linter<'_>, path: &str, text: &str) -> Result<FixResult, S
     Ok(result)
 }
 
-/// The settings a fixture asks for in its first line:
+/// The settings and facts a fixture asks for in its first line:
 /// `# kubeharden-test: --profile baseline --kubernetes-version 1.33 --enable RULE
 /// --allowed-registry PREFIX --digest IMAGE=DIGEST --trivy-report IMAGE=FILE --scan-failed IMAGE`
 /// (report files are read from `tests/fixtures/scanners/`).
-pub fn fixture_settings(text: &str) -> kubeharden_core::lint::Settings {
+pub fn fixture_settings(
+    text: &str,
+) -> (
+    kubeharden_core::lint::Settings,
+    kubeharden_core::facts::Facts,
+) {
     use kubeharden_core::vuln::ScanOutcome;
     let mut settings = kubeharden_core::lint::Settings::default();
     let Some(args) = text
@@ -269,7 +274,7 @@ pub fn fixture_settings(text: &str) -> kubeharden_core::lint::Settings {
         .next()
         .and_then(|l| l.strip_prefix("# kubeharden-test:"))
     else {
-        return settings;
+        return (settings, Default::default());
     };
     let mut digests = std::collections::BTreeMap::new();
     let mut scans = std::collections::BTreeMap::new();
@@ -297,12 +302,9 @@ pub fn fixture_settings(text: &str) -> kubeharden_core::lint::Settings {
             }
             "--trivy-report" => {
                 let (image, file) = kv();
-                let json = std::fs::read(
-                    Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("tests/fixtures/scanners")
-                        .join(file),
-                )
-                .unwrap();
+                let json =
+                    std::fs::read(repo_root().join("core/tests/fixtures/scanners").join(file))
+                        .unwrap();
                 let report = kubeharden_core::vuln::parse_trivy(&json).unwrap();
                 scans.insert(
                     image.to_string(),
@@ -318,9 +320,10 @@ pub fn fixture_settings(text: &str) -> kubeharden_core::lint::Settings {
             other => panic!("unknown fixture flag {other}"),
         }
     }
-    settings.images.digests = std::sync::Arc::new(digests);
-    settings.images.scans = std::sync::Arc::new(scans);
-    settings
+    let facts = kubeharden_core::facts::Facts {
+        images: std::sync::Arc::new(kubeharden_core::facts::ImageFacts { digests, scans }),
+    };
+    (settings, facts)
 }
 
 /// A Trivy report (schema 2) with `findings` vulnerabilities of 150-character titles spread
