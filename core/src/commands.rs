@@ -8,11 +8,11 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::change::{PrFile, may_touch};
-use crate::fix::fix_file;
+use crate::fix::fix_parsed;
 use crate::lint::Linter;
 use crate::markdown::{MAX_BODY, clip, code, fenced};
+use crate::parsed::Parsed;
 use crate::rules::Applicability;
-use crate::source::SourceFile;
 
 /// What a `/kubeharden …` line asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,10 +141,14 @@ pub fn fix_change(linter: &Linter<'_>, files: &[PrFile], unsafe_fixes: bool) -> 
     } else {
         Applicability::Safe
     };
-    let sources: Vec<SourceFile> = files.iter().map(PrFile::source).collect();
-    let (report, linter) = linter.lint_change(&sources);
+    let parsed: Vec<Parsed> = files
+        .iter()
+        .map(|f| Parsed::new(f.source(), &linter.settings.limits))
+        .collect();
+    let (report, linter) = linter.lint_change(&parsed);
     let mut set = FixSet::default();
-    for source in &sources {
+    for parsed in &parsed {
+        let source = parsed.file();
         if !may_touch(&source.path) {
             if report
                 .findings
@@ -158,7 +162,7 @@ pub fn fix_change(linter: &Linter<'_>, files: &[PrFile], unsafe_fixes: bool) -> 
             }
             continue;
         }
-        match fix_file(&linter, source, min) {
+        match fix_parsed(&linter, parsed, min) {
             Ok(result) => {
                 if !unsafe_fixes {
                     set.unsafe_left += result

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use crate::facts::Facts;
 use crate::image::ImagePolicy;
 use crate::k8s::{self, Contents, KubeVersion, ObjectInfo, Workload};
+use crate::parsed::{Parsed, Stamp};
 use crate::rules::eval::{self, Context, Hit};
 use crate::rules::{Applicability, ExemptWhen, Profile, Registry, Rule, Severity, Tool};
 use crate::source::{LineCol, SourceFile, TextRange};
@@ -160,8 +161,8 @@ impl<'r> Linter<'r> {
     /// Lint a whole change at once; also the linter that fixes each of its files on its own
     /// while knowing what the whole change holds (its token-less ServiceAccounts), which the
     /// review and the commit of fixes both need so that they agree.
-    pub fn lint_change(&self, sources: &[SourceFile]) -> (Report, Linter<'r>) {
-        let report = self.lint_files(sources);
+    pub fn lint_change(&self, files: &[Parsed]) -> (Report, Linter<'r>) {
+        let report = self.lint_parsed_files(files);
         let per_file = Linter::new(self.registry, self.settings.clone())
             .with_facts(self.facts.clone())
             .with_quiet_service_accounts(report.quiet_service_accounts.iter().cloned());
@@ -195,14 +196,29 @@ impl<'r> Linter<'r> {
 
     /// Lint many files (in parallel) and resolve what depends on the whole change.
     pub fn lint_files(&self, files: &[SourceFile]) -> Report {
-        let results = parallel_map(files, |f| self.lint_file(f));
+        let results = parallel_map(files, |f| {
+            self.lint_parsed(&Parsed::new(f.clone(), &self.settings.limits))
+        });
+        self.resolve(files.len(), results)
+    }
+
+    /// [`Linter::lint_files`] on files parsed already: their findings' node ids belong to
+    /// these parses, for the planner to use.
+    pub fn lint_parsed_files(&self, files: &[Parsed]) -> Report {
+        let results = parallel_map(files, |f| self.lint_parsed(f));
+        self.resolve(files.len(), results)
+    }
+
+    /// The report of a change from each file's result: what depends on the whole change (its
+    /// token-less ServiceAccounts) is decided here.
+    fn resolve(&self, file_count: usize, results: Vec<FileResult>) -> Report {
         let mut quiet: HashSet<ServiceAccountRef> = results
             .iter()
             .flat_map(|r| r.quiet_service_accounts.iter().cloned())
             .collect();
         quiet.extend(self.known_quiet.iter().cloned());
         let mut report = Report {
-            files: files.len(),
+            files: file_count,
             quiet_service_accounts: quiet.iter().cloned().collect(),
             ..Report::default()
         };
@@ -232,12 +248,19 @@ impl<'r> Linter<'r> {
 
     /// Lint one file on its own.
     pub fn lint_file(&self, file: &SourceFile) -> FileResult {
+        self.lint_parsed(&Parsed::new(file.clone(), &self.settings.limits))
+    }
+
+    /// Lint one parsed file on its own.
+    pub fn lint_parsed(&self, parsed: &Parsed) -> FileResult {
         let mut out = FileResult::default();
-        let stream = yaml::parse(&file.text, &self.settings.limits);
+        let file = parsed.file();
+        let stream = parsed.stream();
+        parsed.reset_budgets();
         // A Helm chart template is not YAML until rendered. Only a file that fails to parse (or
         // lives in a chart's templates/) counts as one: a `{{ }}` in a valid manifest's
         // annotation must not switch linting off.
-        if looks_like_helm_template(&file.text, &stream) {
+        if looks_like_helm_template(&file.text, stream) {
             out.notes.push(Note {
                 path: file.path.clone(),
                 line: 1,
@@ -262,7 +285,7 @@ impl<'r> Linter<'r> {
         }
         out.documents = stream.documents.len();
         for (index, doc) in stream.documents.iter().enumerate() {
-            self.lint_document(file, doc, index, &mut out);
+            self.lint_document(file, parsed.stamp(), doc, index, &mut out);
         }
         out
     }
@@ -298,7 +321,14 @@ impl<'r> Linter<'r> {
         });
     }
 
-    fn lint_document(&self, file: &SourceFile, doc: &Document, index: usize, out: &mut FileResult) {
+    fn lint_document(
+        &self,
+        file: &SourceFile,
+        stamp: Stamp,
+        doc: &Document,
+        index: usize,
+        out: &mut FileResult,
+    ) {
         for dup in &doc.duplicate_keys {
             let key = doc.key_str(dup.again).unwrap_or_default();
             let first = file.line_col(doc.node(dup.first).range.start());
@@ -350,7 +380,7 @@ impl<'r> Linter<'r> {
                 out.workloads += 1;
             }
             if let Some(workload) = workload {
-                self.lint_workload(file, doc, index, &workload, out);
+                self.lint_workload(file, stamp, doc, index, &workload, out);
             }
         }
         if doc.budget_exhausted() {
@@ -375,6 +405,7 @@ impl<'r> Linter<'r> {
     fn lint_workload(
         &self,
         file: &SourceFile,
+        stamp: Stamp,
         doc: &Document,
         index: usize,
         w: &Workload,
@@ -398,6 +429,7 @@ impl<'r> Linter<'r> {
         let containers = w.containers(doc);
         let cx = Context {
             text: &file.text,
+            stamp,
             doc,
             workload: w,
             containers: &containers,

@@ -8,11 +8,12 @@ use std::fmt::Write;
 use sha2::{Digest, Sha256};
 
 use crate::change::{Hunk, PrFile, parse_hunks};
-use crate::fix::{fix_file, suggest};
+use crate::fix::{fix_parsed, suggest};
 use crate::lint::{Finding, Linter, Report};
 use crate::markdown::{MAX_BODY, clip, code, escape};
+use crate::parsed::Parsed;
 use crate::rules::{Applicability, Registry, Severity};
-use crate::source::{SourceFile, one_line};
+use crate::source::one_line;
 
 /// Inline comments per review, beyond which the rest are summarised.
 pub const MAX_COMMENTS: usize = 50;
@@ -114,8 +115,11 @@ fn fingerprint(path: &str, findings: &[&Finding]) -> String {
 
 /// Plan the review of the changed files.
 pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
-    let sources: Vec<SourceFile> = files.iter().map(PrFile::source).collect();
-    let (report, file_linter) = linter.lint_change(&sources);
+    let parsed: Vec<Parsed> = files
+        .iter()
+        .map(|f| Parsed::new(f.source(), &linter.settings.limits))
+        .collect();
+    let (report, file_linter) = linter.lint_change(&parsed);
     let linter = &file_linter;
     let mut comments = Vec::new();
     let mut fingerprints = Vec::new();
@@ -130,21 +134,20 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
             (f.path.as_str(), hunks)
         })
         .collect();
-    for (file, source) in files.iter().zip(&sources) {
+    for (file, parsed) in files.iter().zip(&parsed) {
         let hunks = &hunks_of[file.path.as_str()];
         // A file that does not fix cleanly still gets its findings, just no suggestions.
-        let Ok(result) = fix_file(linter, source, Applicability::Unsafe) else {
+        let Ok(result) = fix_parsed(linter, parsed, Applicability::Unsafe) else {
             continue;
         };
-        if result.fixed == source.text {
+        if result.fixed == parsed.file().text {
             continue;
         }
         for r in suggest::with_findings(
-            source,
+            parsed,
             &result.fixed,
             &result.fixed_findings,
             &result.origins,
-            &linter.settings.limits,
         ) {
             let findings: Vec<&Finding> = r
                 .findings

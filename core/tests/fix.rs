@@ -5,7 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use kubeharden_core::fix::{fix_file, suggest};
+use kubeharden_core::fix::{fix_file, fix_parsed, suggest};
+use kubeharden_core::parsed::Parsed;
 use kubeharden_core::lint::{Linter, Settings};
 use kubeharden_core::rules::{Applicability, Registry};
 use kubeharden_core::source::SourceFile;
@@ -86,16 +87,18 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
                 .collect();
             let linter = Linter::new(&registry, settings).with_facts(facts);
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            let source = SourceFile::new(&name, text.as_str());
-            let result = fix_file(&linter, &source, Applicability::Unsafe).unwrap();
+            let parsed = Parsed::new(
+                SourceFile::new(&name, text.as_str()),
+                &linter.settings.limits,
+            );
+            let result = fix_parsed(&linter, &parsed, Applicability::Unsafe).unwrap();
             changed |= result.fixed != text;
             // Each suggestion with the findings it resolves, as a review comment shows them.
             let resolving = suggest::with_findings(
-                &source,
+                &parsed,
                 &result.fixed,
                 &result.fixed_findings,
                 &result.origins,
-                &Default::default(),
             );
             let mut shown = String::new();
             for r in &resolving {

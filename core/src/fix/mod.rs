@@ -2,13 +2,16 @@
 //! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
 
 mod plan;
+mod policy;
 pub mod suggest;
+mod write;
 
 use std::collections::BTreeSet;
 
 pub use plan::plan;
 
 use crate::lint::{Finding, Linter, Report};
+use crate::parsed::Parsed;
 use crate::rules::Applicability;
 use crate::source::{SourceFile, TextRange};
 
@@ -198,20 +201,34 @@ pub fn fix_file(
     file: &SourceFile,
     min: Applicability,
 ) -> Result<FixResult, FixError> {
-    let original = linter.lint_files(std::slice::from_ref(file));
-    let mut current = file.clone();
-    let mut report = original;
+    fix_parsed(
+        linter,
+        &Parsed::new(file.clone(), &linter.settings.limits),
+        min,
+    )
+}
+
+/// [`fix_file`] on a file parsed already: every text, the original and each pass's result,
+/// is parsed exactly once, and that one parse serves the linter, the planner and the syntax
+/// check alike.
+pub fn fix_parsed(
+    linter: &Linter<'_>,
+    parsed: &Parsed,
+    min: Applicability,
+) -> Result<FixResult, FixError> {
+    let file = parsed.file();
+    let mut report = linter.lint_parsed_files(std::slice::from_ref(parsed));
     let first_findings = report.findings.clone();
+    // The first pass reads the caller's parse; later ones own theirs.
+    let mut owned: Option<Parsed> = None;
     let mut claimed = Vec::new();
     let mut notes = Vec::new();
     let mut unsafe_rules = BTreeSet::new();
     let mut origins = Vec::new();
-    // Syntax errors the current text already has (a fix may not add any); read from the
-    // original only if a pass ever produces one, and carried from pass to pass after that.
-    let mut known_errors: Option<Vec<crate::yaml::YamlError>> = None;
     for pass in 1..=MAX_PASSES {
-        let fixes = plan(linter, &current, &report.findings, min);
-        let (text, applied) = apply(&current.text, &fixes, min);
+        let current = owned.as_ref().unwrap_or(parsed);
+        let fixes = plan(current, &report.findings, min);
+        let (text, applied) = apply(&current.file().text, &fixes, min);
         for &i in &applied {
             let fix = &fixes[i];
             notes.extend(fix.note.clone().filter(|n| !notes.contains(n)));
@@ -226,14 +243,14 @@ pub fn fix_file(
                 claimed.push(finding.clone());
             }
         }
-        if applied.is_empty() || text == current.text {
+        if applied.is_empty() || text == current.file().text {
             let fixed_findings = first_findings
                 .iter()
                 .filter(|f| !report.findings.iter().any(|r| same_finding(f, r)))
                 .cloned()
                 .collect();
             return Ok(FixResult {
-                fixed: current.text,
+                fixed: current.file().text.clone(),
                 fixed_findings,
                 claimed,
                 notes,
@@ -243,31 +260,31 @@ pub fn fix_file(
                 passes: pass - 1,
             });
         }
-        let next = SourceFile::new(file.path.clone(), text);
-        let next_errors = syntax_errors(&next.text, linter);
-        let new_error = next_errors.iter().find(|e| {
-            !known_errors
-                .get_or_insert_with(|| syntax_errors(&current.text, linter))
-                .iter()
-                .any(|old| old.message == e.message)
-        });
+        let next = Parsed::new(
+            SourceFile::new(file.path.clone(), text),
+            &linter.settings.limits,
+        );
+        // A fix may not add a syntax error the text did not have.
+        let new_error = syntax_errors(&next)
+            .find(|e| !syntax_errors(current).any(|old| old.message == e.message));
         if let Some(e) = new_error {
-            let at = next.line_col(e.range.start());
+            let next_file = next.file();
+            let at = next_file.line_col(e.range.start());
             return Err(FixError::BrokeSyntax {
                 path: file.path.clone(),
                 message: format!(
                     "{} at line {} of the fixed text: {:?}",
                     e.message,
                     at.line,
-                    next.lines
-                        .line_range(at.line - 1, &next.text)
-                        .slice(&next.text)
+                    next_file
+                        .lines
+                        .line_range(at.line - 1, &next_file.text)
+                        .slice(&next_file.text)
                 ),
             });
         }
-        report = linter.lint_files(std::slice::from_ref(&next));
-        current = next;
-        known_errors = Some(next_errors);
+        report = linter.lint_parsed_files(std::slice::from_ref(&next));
+        owned = Some(next);
     }
     Err(FixError::NoConvergence {
         path: file.path.clone(),
@@ -275,10 +292,12 @@ pub fn fix_file(
     })
 }
 
-fn syntax_errors(text: &str, linter: &Linter<'_>) -> Vec<crate::yaml::YamlError> {
-    let mut errors = crate::yaml::parse(text, &linter.settings.limits).errors;
-    errors.retain(|e| e.kind == crate::yaml::YamlErrorKind::Syntax);
-    errors
+fn syntax_errors(parsed: &Parsed) -> impl Iterator<Item = &crate::yaml::YamlError> {
+    parsed
+        .stream()
+        .errors
+        .iter()
+        .filter(|e| e.kind == crate::yaml::YamlErrorKind::Syntax)
 }
 
 /// Findings are the same across texts when rule, object, container and message agree (their

@@ -5,8 +5,8 @@
 use similar::{DiffOp, TextDiff};
 
 use crate::lint::Finding;
-use crate::source::{SourceFile, TextRange};
-use crate::yaml;
+use crate::parsed::Parsed;
+use crate::source::TextRange;
 
 /// Replace the original's lines `start_line..=end_line` (1-based) with `replacement`, which
 /// keeps the file's own line endings (the last line of a file may have none).
@@ -139,12 +139,12 @@ pub struct Resolving {
 /// hoisted `runAsNonRoot`) lands outside the container, so then the closest suggestion in the
 /// same document takes it.
 pub fn with_findings(
-    original: &SourceFile,
+    parsed: &Parsed,
     fixed_text: &str,
     fixed: &[Finding],
     origins: &[(TextRange, Finding)],
-    limits: &yaml::Limits,
 ) -> Vec<Resolving> {
+    let original = parsed.file();
     let mut out: Vec<Resolving> = suggestions(&original.text, fixed_text)
         .into_iter()
         .map(|suggestion| Resolving {
@@ -155,7 +155,7 @@ pub fn with_findings(
     if out.is_empty() {
         return out;
     }
-    let stream = yaml::parse(&original.text, limits);
+    let stream = parsed.stream();
     let line = |offset: usize| original.line_col(offset).line;
     for (index, f) in fixed.iter().enumerate() {
         // Where the first pass edited for it, when it did: an insertion at a line start is
@@ -182,6 +182,7 @@ pub fn with_findings(
         let base = f
             .hit
             .as_ref()
+            .filter(|h| h.stamp == parsed.stamp())
             .zip(doc)
             .map(|(h, d)| d.node(h.target.base).range);
         let within = |r: TextRange| -> Option<usize> {

@@ -21,6 +21,8 @@ pub struct Hit {
     pub severity: Option<crate::rules::Severity>,
     /// What the finding is about, as written (the image reference of the image rules).
     pub subject: Option<String>,
+    /// The parse the node ids in `target` belong to.
+    pub stamp: crate::parsed::Stamp,
 }
 
 /// What a fix would act on: the node the scope visited, the path below it, and what was found.
@@ -43,6 +45,7 @@ pub struct Target {
 
 pub struct Context<'a> {
     pub text: &'a str,
+    pub stamp: crate::parsed::Stamp,
     pub doc: &'a Document,
     pub workload: &'a Workload,
     pub containers: &'a [Container],
@@ -435,6 +438,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                     unless_service_account: None,
                     severity: None,
                     subject: None,
+                    stamp: cx.stamp,
                 });
             };
             // Inherited values are reported at the container that inherits them.
