@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use kubeharden_core::fix::{fix_file, fix_parsed, suggest};
-use kubeharden_core::parsed::Parsed;
 use kubeharden_core::lint::{Linter, Settings};
+use kubeharden_core::parsed::Parsed;
 use kubeharden_core::rules::{Applicability, Registry};
 use kubeharden_core::source::SourceFile;
 

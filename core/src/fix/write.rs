@@ -489,7 +489,7 @@ impl Writer<'_> {
         // `securityContext:` losing its only key reads best as `securityContext: {}`.
         if emptied
             && self.doc.node(parent).anchor.is_none()
-            && let Some(key) = crate::rules::eval::key_of(self.doc, parent)
+            && let Some(key) = self.doc.key_of(parent)
             && let Some(colon) = self.colon_after(self.doc.node(key).range.end())
         {
             let end = spans[spans.len() - 1].1;

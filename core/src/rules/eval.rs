@@ -1,9 +1,10 @@
 //! Evaluating rule checks against one workload.
 
-use crate::k8s::{Container, ContainerKind, KubeVersion, Workload};
+use crate::k8s::{Container, KubeVersion, Workload};
 use crate::source::TextRange;
 use crate::yaml::{Document, Entry, NodeId, NodeKind, Plain};
 
+use super::scope::{parse_path, scope_targets, walk};
 use super::{Check, Condition, FixAction, Item, Literal, Normalize, Scope};
 
 /// One place where a check fired.
@@ -52,108 +53,6 @@ pub struct Context<'a> {
     pub version: KubeVersion,
     pub images: &'a crate::image::ImagePolicy,
     pub facts: &'a crate::facts::Facts,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Seg {
-    Key(String),
-    Each,
-}
-
-fn parse_path(path: &str) -> Vec<Seg> {
-    let mut segs = Vec::new();
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let mut rest = part;
-        while let Some(key) = rest.strip_suffix("[*]") {
-            rest = key;
-        }
-        if !rest.is_empty() {
-            segs.push(Seg::Key(rest.to_string()));
-        }
-        for _ in 0..(part.len() - rest.len()) / 3 {
-            segs.push(Seg::Each);
-        }
-    }
-    segs
-}
-
-/// The end of a path walk: a value, or the deepest node that exists on the way to it.
-#[derive(Debug, Clone)]
-struct Leaf {
-    value: Option<NodeId>,
-    entry: Option<Entry>,
-    /// Deepest existing entry on the way, for locating a missing value.
-    deepest: Option<Entry>,
-    path: Vec<String>,
-}
-
-fn walk(doc: &Document, base: NodeId, segs: &[Seg]) -> Vec<Leaf> {
-    let mut out = Vec::new();
-    walk_into(doc, base, segs, None, Vec::new(), &mut out);
-    out
-}
-
-fn walk_into(
-    doc: &Document,
-    node: NodeId,
-    segs: &[Seg],
-    entry: Option<Entry>,
-    path: Vec<String>,
-    out: &mut Vec<Leaf>,
-) {
-    let Some((seg, rest)) = segs.split_first() else {
-        let value = (!doc.is_null(node)).then_some(node);
-        out.push(Leaf {
-            value,
-            entry,
-            deepest: entry,
-            path,
-        });
-        return;
-    };
-    match seg {
-        Seg::Key(key) => {
-            let found = doc.entry(node, key).filter(|e| {
-                doc.resolve(e.value)
-                    .is_some_and(|v| rest.is_empty() || !doc.is_null(v))
-            });
-            let mut path = path;
-            path.push(key.clone());
-            match found {
-                Some(e) => {
-                    let value = doc.resolve(e.value).unwrap_or(e.value);
-                    walk_into(doc, value, rest, Some(e), path, out);
-                }
-                None => {
-                    // Missing here: every remaining key is missing too.
-                    let mut path = path;
-                    path.extend(rest.iter().filter_map(|s| match s {
-                        Seg::Key(k) => Some(k.clone()),
-                        Seg::Each => None,
-                    }));
-                    if !rest.contains(&Seg::Each) {
-                        out.push(Leaf {
-                            value: None,
-                            entry: None,
-                            deepest: entry,
-                            path,
-                        });
-                    }
-                }
-            }
-        }
-        Seg::Each => {
-            for (i, &item) in doc.items(node).iter().enumerate() {
-                if let Some(item) = doc.resolve(item) {
-                    let mut p = path.clone();
-                    if let Some(last) = p.last_mut() {
-                        last.push_str(&format!("[{i}]"));
-                    }
-                    walk_into(doc, item, rest, None, p, out);
-                }
-            }
-        }
-    }
 }
 
 /// A scalar as the comparable text Kubernetes would see.
@@ -211,123 +110,6 @@ fn item_matches(value: &str, items: &[Item], how: Normalize, version: KubeVersio
         })
 }
 
-/// Where a scope visits: (node, container index).
-fn scope_targets(cx: &Context<'_>, check: &Check) -> Vec<(NodeId, Option<usize>)> {
-    let doc = cx.doc;
-    let kinds: &[ContainerKind] = check.containers.as_deref().unwrap_or(&ContainerKind::ALL);
-    let containers = || {
-        cx.containers
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| kinds.contains(&c.kind))
-    };
-    let pod = cx.workload.pod_spec;
-    match check.scope {
-        Scope::Pod => vec![(pod, None)],
-        Scope::Container => containers().map(|(i, c)| (c.node, Some(i))).collect(),
-        Scope::PodAndContainers => std::iter::once((pod, None))
-            .chain(containers().map(|(i, c)| (c.node, Some(i))))
-            .collect(),
-        Scope::Volume => doc
-            .get(pod, "volumes")
-            .map(|v| {
-                doc.items(v)
-                    .iter()
-                    .filter_map(|&i| doc.resolve(i))
-                    .map(|i| (i, None))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Scope::ContainerPort => containers()
-            .flat_map(|(i, c)| {
-                doc.get(c.node, "ports")
-                    .map(|p| doc.items(p).to_vec())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|p| doc.resolve(p))
-                    .map(move |p| (p, Some(i)))
-            })
-            .collect(),
-        Scope::ProbeHandler => {
-            let mut out = Vec::new();
-            for (i, c) in containers() {
-                let mut handlers = Vec::new();
-                for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-                    handlers.extend(doc.get(c.node, probe));
-                }
-                if let Some(lifecycle) = doc.get(c.node, "lifecycle") {
-                    for hook in ["postStart", "preStop"] {
-                        handlers.extend(doc.get(lifecycle, hook));
-                    }
-                }
-                for h in handlers {
-                    for kind in ["httpGet", "tcpSocket"] {
-                        if let Some(handler) = doc.get(h, kind).filter(|&n| doc.is_mapping(n)) {
-                            out.push((handler, Some(i)));
-                        }
-                    }
-                }
-            }
-            out
-        }
-        Scope::HostPathMount => {
-            let host_path_volumes: Vec<String> = doc
-                .get(pod, "volumes")
-                .map(|v| doc.items(v).to_vec())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|&v| doc.get(v, "hostPath").is_some_and(|h| !doc.is_null(h)))
-                .filter_map(|v| {
-                    doc.get(v, "name")
-                        .and_then(|n| doc.str_value(n))
-                        .map(str::to_string)
-                })
-                .collect();
-            let mut out = Vec::new();
-            for (i, c) in containers() {
-                let Some(mounts) = doc.get(c.node, "volumeMounts") else {
-                    continue;
-                };
-                for &m in doc.items(mounts) {
-                    let Some(m) = doc.resolve(m) else { continue };
-                    let name = doc.get(m, "name").and_then(|n| doc.str_value(n));
-                    if name.is_some_and(|n| host_path_volumes.iter().any(|v| v == n)) {
-                        out.push((m, Some(i)));
-                    }
-                }
-            }
-            out
-        }
-        Scope::Annotation => {
-            let prefix = check.annotation_prefix.as_deref().unwrap_or_default();
-            let mut out = Vec::new();
-            // Only the pod's own annotations configure it (a Deployment's do not).
-            let annotations = cx
-                .workload
-                .pod_metadata()
-                .and_then(|m| doc.get(m, "annotations"))
-                .filter(|&a| doc.is_mapping(a));
-            if let Some(map) = annotations {
-                for e in doc.entries(map) {
-                    let Some(rest) = doc.key_str(e.key).and_then(|k| k.strip_prefix(prefix)) else {
-                        continue;
-                    };
-                    if !check.annotation_per_container {
-                        out.push((e.value, None));
-                    } else if let Some(i) = cx
-                        .containers
-                        .iter()
-                        .position(|c| c.name.as_deref() == Some(rest))
-                    {
-                        out.push((e.value, Some(i)));
-                    }
-                }
-            }
-            out
-        }
-    }
-}
-
 /// The range a finding points at for a value that is present.
 fn present_range(doc: &Document, leaf_entry: Option<Entry>, value: NodeId) -> TextRange {
     match leaf_entry {
@@ -355,21 +137,10 @@ fn missing_range(doc: &Document, text: &str, base: NodeId, deepest: Option<Entry
     if let Some(name) = doc.entry(base, "name") {
         return doc.node(name.key).range.cover(doc.node(name.value).range);
     }
-    if let Some(key) = key_of(doc, base) {
+    if let Some(key) = doc.key_of(base) {
         return doc.node(key).range;
     }
     first_line(doc, text, base)
-}
-
-/// The key under which `node` sits in its parent mapping.
-pub fn key_of(doc: &Document, node: NodeId) -> Option<NodeId> {
-    let parent = doc.node(node).parent?;
-    match &doc.node(parent).kind {
-        NodeKind::Mapping { entries, .. } => {
-            entries.iter().find(|e| e.value == node).map(|e| e.key)
-        }
-        _ => None,
-    }
 }
 
 fn first_line(doc: &Document, text: &str, node: NodeId) -> TextRange {
@@ -796,20 +567,6 @@ pub fn vulnerability_summary(image: &str, report: &crate::vuln::ImageReport) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_parse() {
-        assert_eq!(
-            parse_path("securityContext.sysctls[*].name"),
-            vec![
-                Seg::Key("securityContext".into()),
-                Seg::Key("sysctls".into()),
-                Seg::Each,
-                Seg::Key("name".into())
-            ]
-        );
-        assert_eq!(parse_path(""), vec![]);
-    }
 
     #[test]
     fn image_tags() {

@@ -4,6 +4,7 @@
 //! existing check needs no Rust change.
 
 pub mod eval;
+mod scope;
 
 use std::collections::BTreeMap;
 use std::fmt;

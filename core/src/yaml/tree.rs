@@ -400,6 +400,17 @@ impl Document {
         out
     }
 
+    /// The key under which `node` sits in its parent mapping.
+    pub fn key_of(&self, node: NodeId) -> Option<NodeId> {
+        let parent = self.node(node).parent?;
+        match &self.node(parent).kind {
+            NodeKind::Mapping { entries, .. } => {
+                entries.iter().find(|e| e.value == node).map(|e| e.key)
+            }
+            _ => None,
+        }
+    }
+
     /// Text of a mapping key, if it is a scalar.
     pub fn key_str(&self, key: NodeId) -> Option<&str> {
         self.node(key).as_scalar().map(|s| s.value.as_str())
