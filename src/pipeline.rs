@@ -483,15 +483,10 @@ async fn fetch_files(
     while let Some(done) = tasks.join_next().await {
         let (index, file, bytes) = done.context("a fetch task panicked")?;
         let bytes = bytes.with_context(|| format!("cannot fetch {}", file.filename))?;
-        // Not UTF-8: reported at its line as invalid YAML by the linter, as the CLI does.
-        let text = kubeharden_core::source::SourceFile::text_from_bytes(bytes);
+        // Not UTF-8: linted whole, reported at the bad byte, never committed back.
         files.push((
             index,
-            PrFile {
-                path: file.filename,
-                text,
-                patch: file.patch,
-            },
+            PrFile::from_bytes(file.filename, bytes, file.patch),
             file.sha,
         ));
     }

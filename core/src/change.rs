@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::source::SourceFile;
+use crate::source::{NotUtf8, SourceFile};
 
 /// A file the pull request adds or changes, at its head.
 #[derive(Debug, Clone)]
@@ -14,6 +14,9 @@ pub struct PrFile {
     /// The unified-diff hunks GitHub shows for it; `None` when GitHub sends none (a very large
     /// diff), in which case no line can carry a comment.
     pub patch: Option<String>,
+    /// Set when the bytes were not UTF-8 (see [`SourceFile::from_bytes`]): the file is linted,
+    /// never rewritten.
+    pub not_utf8: Option<NotUtf8>,
 }
 
 /// New-side lines `start..=end` that one hunk shows.
@@ -80,8 +83,30 @@ pub fn parse_hunks(patch: &str) -> Vec<Hunk> {
 }
 
 impl PrFile {
+    pub fn new(path: impl Into<String>, text: impl Into<String>, patch: Option<String>) -> Self {
+        Self {
+            path: path.into(),
+            text: text.into(),
+            patch,
+            not_utf8: None,
+        }
+    }
+
+    /// A file from the bytes GitHub or git holds for it.
+    pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>, patch: Option<String>) -> Self {
+        let file = SourceFile::from_bytes(path, bytes);
+        Self {
+            path: file.path,
+            text: file.text,
+            patch,
+            not_utf8: file.not_utf8,
+        }
+    }
+
     pub fn source(&self) -> SourceFile {
-        SourceFile::new(self.path.clone(), self.text.clone())
+        let mut file = SourceFile::new(self.path.clone(), self.text.clone());
+        file.not_utf8 = self.not_utf8.clone();
+        file
     }
 }
 

@@ -565,4 +565,21 @@ mod tests {
         assert!(r.contains("`` `@everyone` <b> ``"), "{r}");
         assert!(fenced("a ``` b", "").starts_with("````\n"));
     }
+
+    /// The app's commit never carries a file whose bytes were not UTF-8: its text is not the
+    /// file, and committing it would lose what follows the bad byte (or the byte itself).
+    #[test]
+    fn a_file_that_is_not_utf8_is_skipped_not_committed() {
+        let mut bytes =
+            b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: c\n      image: nginx:1.27\n---\n# caf".to_vec();
+        bytes.extend_from_slice(b"\xe9\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m\n");
+        let files = [PrFile::from_bytes("deploy/mixed.yaml", bytes, None)];
+        let registry = crate::rules::Registry::builtin().unwrap();
+        let linter = Linter::new(&registry, Default::default());
+        let set = fix_change(&linter, &files, true);
+        assert!(set.files.is_empty(), "{:?}", set.files);
+        assert_eq!(set.skipped.len(), 1);
+        assert_eq!(set.skipped[0].0, "deploy/mixed.yaml");
+        assert!(set.skipped[0].1.contains("not UTF-8"), "{:?}", set.skipped);
+    }
 }

@@ -159,6 +159,20 @@ pub struct SourceFile {
     pub path: String,
     pub text: String,
     pub lines: LineIndex,
+    /// Set when the bytes read were not UTF-8: `text` then holds them decoded with U+FFFD in
+    /// place of each bad sequence, good for linting the whole file, never for writing it back.
+    pub not_utf8: Option<NotUtf8>,
+}
+
+/// Bytes that are not UTF-8, kept whole so that nothing is lost: a fixer leaves such a file
+/// alone and a filter prints these bytes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUtf8 {
+    /// Offset of the first byte that is not UTF-8.
+    pub offset: usize,
+    /// That byte.
+    pub byte: u8,
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 impl SourceFile {
@@ -169,24 +183,34 @@ impl SourceFile {
             path: path.into(),
             text,
             lines,
+            not_utf8: None,
         }
     }
 
-    /// The text of bytes read from a file or from GitHub. YAML is UTF-8 here; a file that is
-    /// not keeps its valid prefix and a NUL where the first bad byte was, so the parser
-    /// reports `invalid-yaml` at that line rather than anything being guessed.
-    pub fn text_from_bytes(bytes: Vec<u8>) -> String {
+    /// A file from bytes read from disk or from GitHub. YAML is UTF-8 here; bytes that are
+    /// not are linted whole (each bad sequence read as U+FFFD, which keeps every line where it
+    /// was) and remembered, so the linter reports the first bad byte and no fixer writes the
+    /// file back.
+    pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>) -> Self {
         match String::from_utf8(bytes) {
-            Ok(text) => text,
+            Ok(text) => Self::new(path, text),
             Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let mut bytes = e.into_bytes();
-                bytes.truncate(valid);
-                let mut text = String::from_utf8(bytes).unwrap_or_default();
-                text.push_str("\u{0}\n");
-                text
+                let offset = e.utf8_error().valid_up_to();
+                let bytes: std::sync::Arc<[u8]> = e.into_bytes().into();
+                let mut file = Self::new(path, String::from_utf8_lossy(&bytes).into_owned());
+                file.not_utf8 = Some(NotUtf8 {
+                    offset,
+                    byte: bytes[offset],
+                    bytes,
+                });
+                file
             }
         }
+    }
+
+    /// Whether `text` is the whole file, byte for byte: only then may it be written back.
+    pub fn is_whole(&self) -> bool {
+        self.not_utf8.is_none()
     }
 
     pub fn line_col(&self, offset: usize) -> LineCol {

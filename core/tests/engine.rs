@@ -553,16 +553,8 @@ spec:
     let registry = Registry::builtin().unwrap();
     let linter = Linter::new(&registry, Settings::default());
     let files = [
-        kubeharden_core::change::PrFile {
-            path: "pod.yaml".into(),
-            text: pod.into(),
-            patch: Some("@@ -0,0 +1,8 @@\n".into()),
-        },
-        kubeharden_core::change::PrFile {
-            path: "sa.yaml".into(),
-            text: sa.into(),
-            patch: Some("@@ -0,0 +1,4 @@\n".into()),
-        },
+        kubeharden_core::change::PrFile::new("pod.yaml", pod, Some("@@ -0,0 +1,8 @@\n".into())),
+        kubeharden_core::change::PrFile::new("sa.yaml", sa, Some("@@ -0,0 +1,4 @@\n".into())),
     ];
     let plan = kubeharden_core::review::plan(&linter, &files);
     assert!(!plan.comments.is_empty());

@@ -79,7 +79,7 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });
-    let mut out = String::new();
+    let mut out: Vec<u8> = Vec::new();
     let mut remaining = false;
     let mut fixed_count = 0;
     let mut unsafe_left = 0;
@@ -116,9 +116,14 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
         })
     });
     for (file, outcome) in files.iter().zip(outcomes) {
+        let stdin = file.path == "<stdin>";
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
+                // A filter passes on what it cannot fix, byte for byte.
+                if stdin && args.write {
+                    out.extend_from_slice(original_bytes(file));
+                }
                 io_errors.push(e.into());
                 continue;
             }
@@ -129,19 +134,20 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
         unsafe_applied.extend(outcome.unsafe_rules);
         notes.extend(outcome.notes.iter().map(|n| format!("{}: {n}", file.path)));
         match outcome.output {
+            // `fix --write -` is a filter: the text goes out whether or not it changed.
+            Output::Unchanged if stdin && args.write => out.extend_from_slice(original_bytes(file)),
             Output::Unchanged => {}
-            Output::Diff(diff) => out += &diff,
-            Output::Fixed(text) if file.path == "<stdin>" => out += &text,
+            Output::Diff(diff) => out.extend_from_slice(diff.as_bytes()),
+            Output::Fixed(text) if stdin => out.extend_from_slice(text.as_bytes()),
             Output::Fixed(text) => {
-                if let Err(e) = std::fs::write(&file.path, text) {
-                    io_errors
-                        .push(anyhow::Error::new(e).context(format!("cannot write {}", file.path)));
+                if let Err(e) = write_whole(std::path::Path::new(&file.path), text.as_bytes()) {
+                    io_errors.push(e.context(format!("cannot write {}", file.path)));
                 }
             }
         }
     }
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.write_all(&out);
     let _ = stdout.flush();
     let verb = if args.write { "Fixed" } else { "Would fix" };
     eprintln!(
@@ -175,6 +181,39 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The bytes a file was read from.
+fn original_bytes(file: &kubeharden_core::source::SourceFile) -> &[u8] {
+    match &file.not_utf8 {
+        Some(bad) => &bad.bytes,
+        None => file.text.as_bytes(),
+    }
+}
+
+/// Replace a file's content all at once: the new text goes to a file beside it (with the
+/// original's permissions), is synced, then renamed over it, so a crash or a full disk leaves
+/// the old file or the new one, never a truncated one. A symlink is followed, not replaced.
+fn write_whole(path: &std::path::Path, content: &[u8]) -> Result<()> {
+    use anyhow::Context;
+    let target = std::fs::canonicalize(path).context("cannot resolve the path")?;
+    let dir = target.parent().context("the file has no directory")?;
+    let name = target
+        .file_name()
+        .context("the path names no file")?
+        .to_string_lossy();
+    let temp = dir.join(format!(".{name}.kubeharden-{}", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        f.set_permissions(std::fs::metadata(&target)?.permissions())?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, &target)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.context("the write failed; the file is unchanged")
 }
 
 /// The digests registries serve now for the files' tagged images.

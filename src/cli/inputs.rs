@@ -65,7 +65,7 @@ fn read_into(path: &Path, files: &mut Vec<SourceFile>, errors: &mut Vec<anyhow::
 
 /// YAML is UTF-8 here; other bytes are reported at their line as invalid YAML, not guessed at.
 fn decode(path: &str, bytes: Vec<u8>) -> SourceFile {
-    SourceFile::new(path, SourceFile::text_from_bytes(bytes))
+    SourceFile::from_bytes(path, bytes)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

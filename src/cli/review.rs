@@ -28,6 +28,12 @@ pub struct ReviewArgs {
 }
 
 fn git(args: &[&str]) -> Result<String> {
+    String::from_utf8(git_bytes(args)?)
+        .with_context(|| format!("git {} printed something that is not UTF-8", args.join(" ")))
+}
+
+/// What git prints, as bytes: a file's content need not be UTF-8.
+fn git_bytes(args: &[&str]) -> Result<Vec<u8>> {
     let out = std::process::Command::new("git")
         .args(args)
         .output()
@@ -39,8 +45,7 @@ fn git(args: &[&str]) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    String::from_utf8(out.stdout)
-        .with_context(|| format!("git {} printed something that is not UTF-8", args.join(" ")))
+    Ok(out.stdout)
 }
 
 /// What the app would post for a pull request from `base` to `head`: the same files (added,
@@ -76,8 +81,10 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
         {
             continue;
         }
-        let text = git(&["show", &format!("{}:{path}", args.head)])?;
-        let patch = git(&[
+        let bytes = git_bytes(&["show", &format!("{}:{path}", args.head)])?;
+        // A diff of bytes that are not UTF-8 shows them as they are; its hunk headers are all
+        // the review needs.
+        let patch = git_bytes(&[
             "diff",
             "-M",
             "--unified=3",
@@ -86,11 +93,11 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
             "--",
             path,
         ])?;
-        files.push(kubeharden_core::change::PrFile {
-            path: path.to_string(),
-            text,
-            patch: Some(patch),
-        });
+        files.push(kubeharden_core::change::PrFile::from_bytes(
+            path,
+            bytes,
+            Some(String::from_utf8_lossy(&patch).into_owned()),
+        ));
     }
     let linter = Linter::new(&registry, config.settings());
     let plan = kubeharden_core::review::plan(&linter, &files);

@@ -916,11 +916,11 @@ async fn markers_copied_by_people_do_not_silence_the_app() {
     let linter = Linter::new(&registry, Settings::default());
     let plan = kubeharden_core::review::plan(
         &linter,
-        &[kubeharden_core::change::PrFile {
-            path: "web.yaml".into(),
-            text: INSECURE.into(),
-            patch: Some("@@ -0,0 +1,13 @@\n".into()),
-        }],
+        &[kubeharden_core::change::PrFile::new(
+            "web.yaml",
+            INSECURE,
+            Some("@@ -0,0 +1,13 @@\n".into()),
+        )],
     );
     let marker = kubeharden::github::review_marker("head1");
     let copied: Vec<String> = plan

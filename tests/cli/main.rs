@@ -546,3 +546,81 @@ fn a_rules_directory_overrides_and_rejects_duplicates() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("duplicate rule id `host-pid`"));
 }
+
+/// A Pod, then a ConfigMap whose comment holds a Latin-1 byte: `fix --write` must never cut the
+/// file at that byte. The file is left exactly as it was, with a clear error naming the byte,
+/// and `lint` still reports the whole file (the ConfigMap's document included).
+#[test]
+fn fix_never_truncates_a_file_that_is_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: c\n      image: nginx:1.27\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: menu\n# caf".to_vec();
+    let offset = bytes.len();
+    bytes.extend_from_slice(b"\xe9\ndata:\n  dish: soup\n");
+    std::fs::write(dir.path().join("mixed.yaml"), &bytes).unwrap();
+    let out = kubeharden(&["fix", "--write", "mixed.yaml"], dir.path());
+    assert_eq!(
+        std::fs::read(dir.path().join("mixed.yaml")).unwrap(),
+        bytes,
+        "the file changed"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mixed.yaml") && stderr.contains(&format!("byte {offset}")),
+        "{stderr}"
+    );
+    // Standard input: the bytes come back untouched.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .args(["fix", "--write", "-"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, bytes);
+    // lint reads all of it: the byte is reported at its line, and the Pod's findings too.
+    let out = kubeharden(&["lint", "--format", "json", "mixed.yaml"], dir.path());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let encoding = findings
+        .iter()
+        .find(|f| f["rule"] == "invalid-yaml")
+        .expect("the byte is reported");
+    assert_eq!(encoding["line"], 14);
+    assert!(
+        encoding["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("byte {offset}"))
+    );
+    assert!(findings.iter().any(|f| f["rule"] == "run-as-root-allowed"));
+    assert_eq!(report["summary"]["documents"], 2, "{report}");
+}
+
+/// `fix --write -` is a filter: the text comes out whether or not anything was fixed, so
+/// `kubeharden fix --write - < a.yaml | kubectl apply -f -` never applies an empty file.
+#[test]
+fn fix_write_stdin_prints_the_text_even_when_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: menu  # nothing to fix\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .args(["fix", "--write", "-"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
+    assert_eq!(out.status.code(), Some(0));
+}

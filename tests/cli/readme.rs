@@ -116,11 +116,11 @@ fn example_comment(readme: &str) -> String {
     let registry = Registry::builtin().unwrap();
     let linter = Linter::new(&registry, Settings::default());
     let lines = yaml.lines().count();
-    let file = PrFile {
-        path: "deploy/storefront.yaml".into(),
-        text: yaml.to_string(),
-        patch: Some(format!("@@ -0,0 +1,{lines} @@\n")),
-    };
+    let file = PrFile::new(
+        "deploy/storefront.yaml",
+        yaml.to_string(),
+        Some(format!("@@ -0,0 +1,{lines} @@\n")),
+    );
     let review = plan(&linter, &[file]);
     let body = &review.comments.first().expect("a suggestion").body;
     let body = &body[..body.find("<!-- kubeharden:fingerprint").unwrap()];

@@ -189,6 +189,14 @@ pub enum FixError {
     NoConvergence { path: String, passes: usize },
     #[error("{path}: the fixed text does not parse: {message} (a bug: please report it)")]
     BrokeSyntax { path: String, message: String },
+    #[error(
+        "{path}: the byte 0x{byte:02X} at byte {offset} is not UTF-8; the file was left unchanged"
+    )]
+    NotUtf8 {
+        path: String,
+        offset: usize,
+        byte: u8,
+    },
 }
 
 /// The most passes a file gets: each pass may unlock fixes an earlier one blocked (such as
@@ -217,6 +225,14 @@ pub fn fix_parsed(
     min: Applicability,
 ) -> Result<FixResult, FixError> {
     let file = parsed.file();
+    // The text of bytes that are not UTF-8 is not the file: writing it back would lose them.
+    if let Some(bad) = &file.not_utf8 {
+        return Err(FixError::NotUtf8 {
+            path: file.path.clone(),
+            offset: bad.offset,
+            byte: bad.byte,
+        });
+    }
     let mut report = linter.lint_parsed_files(std::slice::from_ref(parsed));
     let first_findings = report.findings.clone();
     // The first pass reads the caller's parse; later ones own theirs.

@@ -272,6 +272,25 @@ impl<'r> Linter<'r> {
             });
             return out;
         }
+        if let Some(bad) = &file.not_utf8 {
+            let at = bad.offset.min(file.text.len());
+            let end = file.text[at..]
+                .chars()
+                .next()
+                .map_or(at, |c| at + c.len_utf8());
+            self.push_meta(
+                &mut out.findings,
+                file,
+                INVALID_YAML,
+                TextRange::new(at, end),
+                format!(
+                    "the byte 0x{:02X} at byte {} is not UTF-8, which Kubernetes requires; the file was linted with it read as U+FFFD, and no fix will rewrite it",
+                    bad.byte, bad.offset
+                ),
+                None,
+                0,
+            );
+        }
         for error in &stream.errors {
             let rule = match error.kind {
                 YamlErrorKind::Syntax => INVALID_YAML,
