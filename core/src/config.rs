@@ -39,6 +39,79 @@ struct Raw {
     paths: RawPaths,
     #[serde(default)]
     images: Images,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    max_file_size: Option<ByteSize>,
+}
+
+/// A size in bytes, written as a number of bytes or with a unit (`8MiB`, `512KiB`, `3MB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl ByteSize {
+    /// The largest file anyone may ask KubeHarden to parse: beyond it a file is a denial of
+    /// service more likely than a manifest, whatever a repository's configuration says.
+    pub const CEILING: ByteSize = ByteSize(64 * 1024 * 1024);
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(digits);
+        let number: usize = number
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size; write bytes or e.g. `8MiB`"))?;
+        let factor: usize = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KB" => 1_000,
+            "Ki" | "KiB" => 1024,
+            "M" | "MB" => 1_000_000,
+            "Mi" | "MiB" => 1024 * 1024,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{s}`; use KiB or MiB"
+                ));
+            }
+        };
+        let bytes = number
+            .checked_mul(factor)
+            .filter(|&b| b <= Self::CEILING.0)
+            .ok_or_else(|| format!("`{s}` is over the ceiling of 64MiB"))?;
+        if bytes == 0 {
+            return Err("a size of zero would parse nothing".into());
+        }
+        Ok(ByteSize(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 8MiB, or a number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                v.to_string().parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                v.to_string().parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Container image checks beyond the manifest itself.
@@ -91,6 +164,8 @@ pub struct Config {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub images: Images,
+    /// The largest file parsed (default 2 MiB, at most [`ByteSize::CEILING`]).
+    pub max_file_size: Option<ByteSize>,
     include_set: Option<GlobSet>,
     exclude_set: Option<GlobSet>,
 }
@@ -257,6 +332,7 @@ impl Config {
             include: raw.paths.include,
             exclude: raw.paths.exclude,
             images: raw.images,
+            max_file_size: raw.limits.max_file_size,
             include_set,
             exclude_set,
         })
@@ -293,6 +369,9 @@ impl Config {
             s.enable.insert("image-not-pinned".into());
         }
         s.images.allowed_registries = self.images.allowed_registries.clone();
+        if let Some(size) = self.max_file_size {
+            s.limits.max_bytes = size.0;
+        }
         if let Some(f) = self.images.fail_on {
             s.images.fail_on = f;
         }

@@ -85,6 +85,10 @@ pub(crate) struct CommonArgs {
     /// Lowest severity that makes the exit code 1: note, warning or error.
     #[arg(long)]
     pub fail_on: Option<Severity>,
+    /// The largest file parsed, e.g. 8MiB (default 2MiB, at most 64MiB); larger files are
+    /// reported as yaml-limit.
+    #[arg(long, value_name = "SIZE")]
+    pub max_file_size: Option<kubeharden_core::config::ByteSize>,
 }
 
 /// Arguments of a subcommand this build leaves out; using it says how to get it.
@@ -205,6 +209,9 @@ pub(crate) fn setup(common: &CommonArgs) -> Result<Setup> {
     }
     if let Some(f) = common.fail_on {
         settings.fail_on = f;
+    }
+    if let Some(size) = common.max_file_size {
+        settings.limits.max_bytes = size.0;
     }
     Ok(Setup {
         registry,

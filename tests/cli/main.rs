@@ -624,3 +624,59 @@ fn fix_write_stdin_prints_the_text_even_when_nothing_changes() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// The 2 MiB default hides the workloads of large real bundles (CRDs run to megabytes): the
+/// limit is the user's to raise, from the command line or the repository's configuration, up
+/// to a ceiling.
+#[test]
+fn the_file_size_limit_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n");
+    for i in 0.. {
+        if text.len() > 3 * 1024 * 1024 {
+            break;
+        }
+        text += &format!("  k{i}: \"{}\"\n", "0123456789".repeat(7));
+    }
+    text += "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostPID: true\n  containers:\n    - name: c\n      image: nginx:1.27\n";
+    std::fs::write(dir.path().join("bundle.yaml"), &text).unwrap();
+    let out = kubeharden(&["lint", "bundle.yaml"], dir.path());
+    let report = stdout(&out);
+    assert!(
+        report.contains("[yaml-limit]") && !report.contains("[host-pid]"),
+        "{report}"
+    );
+    let out = kubeharden(
+        &["lint", "--max-file-size", "4MiB", "bundle.yaml"],
+        dir.path(),
+    );
+    let report = stdout(&out);
+    assert!(
+        report.contains("[host-pid]") && !report.contains("[yaml-limit]"),
+        "{report}"
+    );
+    std::fs::write(
+        dir.path().join(".kubeharden.yaml"),
+        "limits:\n  max-file-size: 4MiB\n",
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "bundle.yaml"], dir.path());
+    assert!(stdout(&out).contains("[host-pid]"));
+    std::fs::write(
+        dir.path().join(".kubeharden.yaml"),
+        "limits:\n  max-file-size: 1GiB\n",
+    )
+    .unwrap();
+    let out = kubeharden(&["lint", "bundle.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".kubeharden.yaml:2:") && stderr.contains("GiB"),
+        "{stderr}"
+    );
+    let out = kubeharden(
+        &["lint", "--max-file-size", "100MiB", "bundle.yaml"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -104,10 +104,34 @@ fn item_matches(value: &str, items: &[Item], how: Normalize, version: KubeVersio
     items
         .iter()
         .filter(|i| i.since.is_none_or(|s| version >= s))
-        .any(|i| match i.value.strip_suffix('*') {
-            Some(prefix) => value.starts_with(&normalize(prefix, how)),
-            None => value == normalize(&i.value, how),
+        .any(|i| {
+            if i.value.contains('*') {
+                wildcard(&normalize(&i.value, how), &value)
+            } else {
+                value == normalize(&i.value, how)
+            }
         })
+}
+
+/// `*` stands for any run of characters, `/` included: `localhost/*` matches every localhost
+/// profile, `/run/*containerd.sock` a containerd socket under any run directory.
+fn wildcard(pattern: &str, value: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = value.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// The range a finding points at for a value that is present.
@@ -587,6 +611,30 @@ mod tests {
         assert_eq!(words("DB_PASSWORD"), ["db", "password"]);
         assert_eq!(words("dbPassword"), ["db", "password"]);
         assert_eq!(words("MONKEY_COUNT"), ["monkey", "count"]);
+    }
+
+    #[test]
+    fn wildcards_span_any_characters() {
+        assert!(wildcard("localhost/*", "localhost/my-profile"));
+        assert!(wildcard("localhost/*", "localhost/"));
+        assert!(!wildcard("localhost/*", "runtime/default"));
+        assert!(wildcard(
+            "/run/*containerd.sock",
+            "/run/containerd/containerd.sock"
+        ));
+        assert!(wildcard(
+            "/run/*containerd.sock",
+            "/run/k3s/containerd/containerd.sock"
+        ));
+        assert!(wildcard("/run/*containerd.sock", "/run/containerd.sock"));
+        assert!(!wildcard("/run/*containerd.sock", "/run/containerd"));
+        assert!(!wildcard(
+            "/run/*containerd.sock",
+            "/var/run/containerd.sock"
+        ));
+        assert!(
+            wildcard("a*b*c", "abc") && wildcard("a*b*c", "axxbyyc") && !wildcard("a*b*c", "acb")
+        );
     }
 
     #[test]

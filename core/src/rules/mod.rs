@@ -163,7 +163,7 @@ pub enum Scope {
 }
 
 /// An allow- or deny-list entry, optionally limited to a Kubernetes version range.
-/// A value ending in `*` matches by prefix.
+/// A `*` in a value stands for any run of characters (`localhost/*`, `/run/*docker.sock`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {
     pub value: String,
