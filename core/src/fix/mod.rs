@@ -1,6 +1,7 @@
 //! Fixes as minimal text edits, modelled on ruff: an [`Edit`] replaces one range, a [`Fix`] is a
 //! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
 
+mod need;
 mod plan;
 mod policy;
 pub mod suggest;

@@ -12,21 +12,9 @@ use crate::rules::{Applicability, FixAction};
 use crate::yaml::NodeId;
 
 use super::Fix;
+use super::need::Need;
 use super::policy::{KEY_ORDER, guard, hoist};
 use super::write::{Action, Writer, anchor_note, detect_style};
-
-#[derive(Debug, Clone)]
-pub(super) struct Need {
-    pub doc: usize,
-    /// The node the path starts from (a container, the pod spec, a volume mount).
-    pub base: NodeId,
-    pub path: Vec<String>,
-    pub action: Action,
-    pub applicability: Applicability,
-    pub rule: String,
-    /// Indices of the findings it came from.
-    pub findings: Vec<usize>,
-}
 
 /// Plan fixes for the findings of one file; only needs at or above `min` are planned, so a
 /// created block never carries an edit the caller did not ask for.

@@ -5,7 +5,7 @@
 use crate::rules::Literal;
 use crate::yaml::{Document, NodeId, Plain};
 
-use super::plan::Need;
+use super::need::Need;
 use super::write::Action;
 
 /// Fields a container inherits from the pod's `securityContext`: one pod-level edit fixes every

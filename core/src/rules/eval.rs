@@ -1,9 +1,10 @@
 //! Evaluating rule checks against one workload.
 
-use crate::k8s::{Container, KubeVersion, Workload};
+use crate::k8s::KubeVersion;
 use crate::source::TextRange;
 use crate::yaml::{Document, Entry, NodeId, NodeKind, Plain};
 
+pub use super::context::Context;
 use super::scope::{parse_path, scope_targets, walk};
 use super::{Check, Condition, FixAction, Item, Literal, Normalize, Scope};
 
@@ -42,17 +43,6 @@ pub struct Target {
     pub inherited: bool,
     /// Text to append to the value (a digest for `pin-digest`).
     pub suffix: Option<String>,
-}
-
-pub struct Context<'a> {
-    pub text: &'a str,
-    pub stamp: crate::parsed::Stamp,
-    pub doc: &'a Document,
-    pub workload: &'a Workload,
-    pub containers: &'a [Container],
-    pub version: KubeVersion,
-    pub images: &'a crate::image::ImagePolicy,
-    pub facts: &'a crate::facts::Facts,
 }
 
 /// A scalar as the comparable text Kubernetes would see.

@@ -3,6 +3,7 @@
 //! and conditions); a rule combines them. Changing an allow-list or adding another instance of an
 //! existing check needs no Rust change.
 
+mod context;
 pub mod eval;
 mod scope;
 

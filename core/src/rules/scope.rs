@@ -5,7 +5,7 @@
 use crate::k8s::ContainerKind;
 use crate::yaml::{Document, Entry, NodeId};
 
-use super::eval::Context;
+use super::context::Context;
 use super::{Check, Scope};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,22 @@
+//! What one finding asks of the document: a value at a path from a node. Rules produce needs,
+//! the policy rewrites them (hoisting, guards), the planner merges and writes them; a type of
+//! its own so that policy and planner both use it without importing each other.
+
+use crate::rules::Applicability;
+use crate::yaml::NodeId;
+
+use super::write::Action;
+
+/// One rule's wish for one place, before needs are merged per node.
+#[derive(Debug, Clone)]
+pub(super) struct Need {
+    pub doc: usize,
+    /// The node the path starts from (a container, the pod spec, a volume mount).
+    pub base: NodeId,
+    pub path: Vec<String>,
+    pub action: Action,
+    pub applicability: Applicability,
+    pub rule: String,
+    /// Indices of the findings it came from.
+    pub findings: Vec<usize>,
+}
