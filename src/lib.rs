@@ -2,7 +2,7 @@
 //! (`kubeharden-core`, which lints and fixes text it is handed).
 //!
 //! - always: the command line's inputs and outputs (`main.rs` and `cli/`);
-//! - feature `images`: the OCI registry client (`registry`) and the vulnerability scanners run
+//! - feature `images`: the OCI registry client (`oci`) and the vulnerability scanners run
 //!   as child processes (`scan`);
 //! - feature `app`: the GitHub App: the webhook edge and workers (`server`), the durable queue
 //!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`),
@@ -11,7 +11,7 @@
 pub mod metrics;
 
 #[cfg(feature = "images")]
-pub mod registry;
+pub mod oci;
 #[cfg(feature = "images")]
 pub mod scan;
 

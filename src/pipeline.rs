@@ -30,11 +30,11 @@ pub struct JobContext {
     /// The vulnerability scanner repositories can turn on (`images.scan`), if the server has one.
     pub scanner: Option<Arc<crate::scan::Scanner>>,
     /// Registry access for digest pinning (`images.pin-digests`), if the server allows it.
-    pub registry_client: Option<Arc<crate::registry::RegistryClient>>,
+    pub oci_client: Option<Arc<crate::oci::OciClient>>,
     /// Loopback and private-address registries the server may contact (`host[:port]`). Others
     /// of that kind, named in a pull request, are never asked: a reference must not turn the
     /// app into a probe of its own network.
-    pub private_registry_hosts: Vec<String>,
+    pub oci_private_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +279,7 @@ async fn image_facts(
     scan: bool,
 ) -> Facts {
     let scan = scan && config.images.scan;
-    let pin = config.images.pin_digests && cx.registry_client.is_some();
+    let pin = config.images.pin_digests && cx.oci_client.is_some();
     if !scan && !pin {
         return Facts::default();
     }
@@ -327,11 +327,8 @@ async fn image_facts(
             && !kubeharden_core::image::allowed(&r, &config.images.allowed_registries)
         {
             Some("not scanned: the registry is not in images.allowed-registries".to_string())
-        } else if !crate::registry::may_contact(
-            crate::registry::api_host(&r.domain),
-            &cx.private_registry_hosts,
-        )
-        .await
+        } else if !crate::oci::may_contact(crate::oci::api_host(&r.domain), &cx.oci_private_hosts)
+            .await
         {
             Some(format!(
                 "not scanned: {} is a loopback or private address (or does not resolve), and the server does not list it in --registry-private-hosts",
@@ -348,7 +345,7 @@ async fn image_facts(
         }
     }
     let changed = contactable;
-    if pin && let Some(client) = &cx.registry_client {
+    if pin && let Some(client) = &cx.oci_client {
         images.digests = resolve_digests(client, &changed, config).await;
     }
     if !scan {
@@ -384,7 +381,7 @@ const MAX_IMAGES: usize = 50;
 /// Digests for the tagged references among `images`, a few at a time. A registry that cannot
 /// answer only means no suggestion for its images.
 async fn resolve_digests(
-    client: &Arc<crate::registry::RegistryClient>,
+    client: &Arc<crate::oci::OciClient>,
     images: &[String],
     config: &Config,
 ) -> std::collections::BTreeMap<String, String> {

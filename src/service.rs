@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::github::{App, RetryPolicy};
 use crate::jobs::Store;
+use crate::oci::OciClient;
 use crate::pipeline::JobContext;
-use crate::registry::RegistryClient;
 use crate::scan::Scanner;
 use crate::server::{self, ServerState};
 use crate::setup::Credentials;
@@ -41,8 +41,8 @@ pub struct Launch {
     /// Seconds between asking GitHub to redeliver failed deliveries; off when `None` or 0.
     pub redeliver_interval: Option<u64>,
     pub scanner: Option<Arc<Scanner>>,
-    pub registry_client: Option<Arc<RegistryClient>>,
-    pub private_registry_hosts: Vec<String>,
+    pub oci_client: Option<Arc<OciClient>>,
+    pub oci_private_hosts: Vec<String>,
 }
 
 impl Launch {
@@ -63,8 +63,8 @@ impl Launch {
             retry_base: self.retry_base,
             lease: self.lease,
             scanner: self.scanner.clone(),
-            registry_client: self.registry_client.clone(),
-            private_registry_hosts: self.private_registry_hosts.clone(),
+            oci_client: self.oci_client.clone(),
+            oci_private_hosts: self.oci_private_hosts.clone(),
         });
         let state = ServerState::new(credentials.webhook_secret(), jobs, self.store.clone());
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());

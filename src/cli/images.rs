@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use kubeharden::registry::{RegistryClient, RegistryError};
+use kubeharden::oci::{OciClient, OciError};
 use kubeharden::scan::{Scanner, ScannerKind};
 use kubeharden_core::source::SourceFile;
 
@@ -78,15 +78,12 @@ pub(crate) fn local_digests(
         return Ok(Default::default());
     }
     let auth = match auth_file {
-        Some(path) => RegistryClient::auth_from_docker_config(path)?,
+        Some(path) => OciClient::auth_from_docker_config(path)?,
         None => Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = std::sync::Arc::new(RegistryClient::new(
-            auth,
-            std::time::Duration::from_secs(15),
-        )?);
+        let client = std::sync::Arc::new(OciClient::new(auth, std::time::Duration::from_secs(15))?);
         let mut tasks = tokio::task::JoinSet::new();
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
         for image in images {
@@ -100,7 +97,7 @@ pub(crate) fn local_digests(
                             .resolve_digest(&r.domain, &r.path, r.effective_tag())
                             .await
                     }
-                    Err(e) => Err(RegistryError::Config(e.to_string())),
+                    Err(e) => Err(OciError::Config(e.to_string())),
                 };
                 (image, result)
             });

@@ -11,7 +11,7 @@ use kubeharden::github::{RetryPolicy, Secret};
 use kubeharden::service::Launch;
 use kubeharden::setup::{CREDENTIALS_FILE, Credentials, Setup};
 
-use kubeharden::registry::RegistryClient;
+use kubeharden::oci::OciClient;
 
 use super::images::ScannerArgs;
 use super::registry;
@@ -76,11 +76,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     scanner: ScannerArgs,
     #[command(flatten)]
-    registries: RegistryArgs,
+    oci: OciArgs,
 }
 
 #[derive(clap::Args)]
-pub(crate) struct RegistryArgs {
+pub(crate) struct OciArgs {
     /// Let repositories that ask for it (`images.pin-digests: true`) have their image tags
     /// resolved to digests through the registries' API.
     #[arg(long, env = "REGISTRY_ACCESS")]
@@ -97,16 +97,16 @@ pub(crate) struct RegistryArgs {
     registry_timeout: u64,
 }
 
-impl RegistryArgs {
-    pub fn client(&self) -> Result<Option<std::sync::Arc<RegistryClient>>> {
+impl OciArgs {
+    pub fn client(&self) -> Result<Option<std::sync::Arc<OciClient>>> {
         if !self.registry_access {
             return Ok(None);
         }
         let auth = match &self.registry_auth_file {
-            Some(path) => RegistryClient::auth_from_docker_config(path)?,
+            Some(path) => OciClient::auth_from_docker_config(path)?,
             None => Default::default(),
         };
-        let mut client = RegistryClient::new(
+        let mut client = OciClient::new(
             auth,
             std::time::Duration::from_secs(self.registry_timeout.max(1)),
         )?;
@@ -216,8 +216,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             grace: std::time::Duration::from_secs(args.shutdown_grace),
             redeliver_interval: args.redeliver_interval,
             scanner: args.scanner.scanner(None),
-            registry_client: args.registries.client()?,
-            private_registry_hosts: args.registries.registry_private_hosts.clone(),
+            oci_client: args.oci.client()?,
+            oci_private_hosts: args.oci.registry_private_hosts.clone(),
         };
         let router = match credentials {
             Some(c) => launch.start(&c)?.0,

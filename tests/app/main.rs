@@ -8,7 +8,7 @@ mod support;
 
 mod commands;
 mod crash;
-mod registry;
+mod oci;
 mod reviews;
 mod scan;
 mod setup;

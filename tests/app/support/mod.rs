@@ -101,14 +101,14 @@ impl Harness {
     /// may contact).
     pub async fn start_with_images(
         scanner: Option<Arc<kubeharden::scan::Scanner>>,
-        registry: Option<Arc<kubeharden::registry::RegistryClient>>,
+        oci: Option<Arc<kubeharden::oci::OciClient>>,
         private_hosts: Vec<String>,
     ) -> Harness {
         let db = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", db.path().join("kubeharden.db").display());
         let github = FakeGitHub::start(APP_ID, &key("test-app-key.pub.pem")).await;
         github.install(INSTALLATION, REPO);
-        let first = replica_with(&github.url, &url, scanner, registry, private_hosts).await;
+        let first = replica_with(&github.url, &url, scanner, oci, private_hosts).await;
         Harness {
             github,
             url: first.url.clone(),
@@ -212,8 +212,8 @@ async fn replica_with(
     github_url: &str,
     db_url: &str,
     scanner: Option<Arc<kubeharden::scan::Scanner>>,
-    registry_client: Option<Arc<kubeharden::registry::RegistryClient>>,
-    private_registry_hosts: Vec<String>,
+    oci_client: Option<Arc<kubeharden::oci::OciClient>>,
+    oci_private_hosts: Vec<String>,
 ) -> Replica {
     let store = Store::open(db_url).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -237,8 +237,8 @@ async fn replica_with(
         grace: Duration::from_secs(5),
         redeliver_interval: None,
         scanner,
-        registry_client,
-        private_registry_hosts,
+        oci_client,
+        oci_private_hosts,
     };
     let credentials = Credentials {
         app_id: APP_ID,

@@ -1,4 +1,4 @@
-//! `RegistryClient` against real registries on loopback: Debian's `docker-registry`
+//! `OciClient` against real registries on loopback: Debian's `docker-registry`
 //! (distribution 2.8) with an image pushed through its HTTP API, and small axum servers for the
 //! token flow, Basic auth and a registry that sends no `Docker-Content-Digest`.
 //!
@@ -25,7 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 
-use kubeharden::registry::{MANIFEST_ACCEPT, RegistryClient, RegistryError};
+use kubeharden::oci::{MANIFEST_ACCEPT, OciClient, OciError};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -42,8 +42,8 @@ fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn client(timeout: Duration) -> RegistryClient {
-    RegistryClient::new(HashMap::new(), timeout).unwrap()
+fn client(timeout: Duration) -> OciClient {
+    OciClient::new(HashMap::new(), timeout).unwrap()
 }
 
 /// One plain-http request from the test itself: status, headers, body.
@@ -331,7 +331,7 @@ async fn missing_tag_and_missing_repository_are_not_found() {
         .resolve_digest(&registry.domain, "team/app", "2.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+    assert!(matches!(err, OciError::NotFound { .. }), "{err:?}");
     let message = err.to_string();
     assert!(
         message.contains(&format!("{}/team/app:2.0", registry.domain)),
@@ -342,7 +342,7 @@ async fn missing_tag_and_missing_repository_are_not_found() {
         .resolve_digest(&registry.domain, "nobody/absent", "1.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+    assert!(matches!(err, OciError::NotFound { .. }), "{err:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ async fn closed_port_is_unreachable_quickly() {
         .resolve_digest(&format!("127.0.0.1:{port}"), "team/app", "1.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
+    assert!(matches!(err, OciError::Unreachable { .. }), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -388,7 +388,7 @@ async fn silent_registry_times_out_as_unreachable() {
         .unwrap_err();
     let elapsed = started.elapsed();
     server.abort();
-    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
+    assert!(matches!(err, OciError::Unreachable { .. }), "{err:?}");
     assert!(
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
         "{elapsed:?}"
@@ -629,7 +629,7 @@ async fn bearer_token_flow_requests_the_token_once_for_two_resolutions() {
         .resolve_digest(&fakes.domain, "team/app", "2.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+    assert!(matches!(err, OciError::NotFound { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -663,8 +663,8 @@ async fn bearer_token_flow_sends_docker_config_credentials_to_the_token_server()
         .to_string(),
     )
     .unwrap();
-    let auth = RegistryClient::auth_from_docker_config(&config).unwrap();
-    let with_credentials = RegistryClient::new(auth, Duration::from_secs(10)).unwrap();
+    let auth = OciClient::auth_from_docker_config(&config).unwrap();
+    let with_credentials = OciClient::new(auth, Duration::from_secs(10)).unwrap();
     let got = with_credentials
         .resolve_digest(&fakes.domain, "team/app", "1.0")
         .await
@@ -689,8 +689,8 @@ async fn bearer_token_flow_sends_docker_config_credentials_to_the_token_server()
         .resolve_digest(&fakes.domain, "team/app", "1.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
-    let wrong = RegistryClient::new(
+    assert!(matches!(err, OciError::Unauthorized { .. }), "{err:?}");
+    let wrong = OciClient::new(
         HashMap::from([(
             fakes.domain.clone(),
             ("alice".to_string(), "not-the-password".to_string()),
@@ -702,7 +702,7 @@ async fn bearer_token_flow_sends_docker_config_credentials_to_the_token_server()
         .resolve_digest(&fakes.domain, "team/app", "1.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    assert!(matches!(err, OciError::Unauthorized { .. }), "{err:?}");
     let shown = format!("{err} {err:?}");
     assert!(shown.contains(&fakes.domain), "{shown}");
     assert!(shown.contains("team/app:1.0"), "{shown}");
@@ -718,13 +718,13 @@ async fn basic_challenge_is_answered_with_configured_credentials_only() {
         .resolve_digest(&fakes.domain, "team/app", "1.0")
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
+    assert!(matches!(err, OciError::Unauthorized { .. }), "{err:?}");
 
     let auth = HashMap::from([(
         fakes.domain.clone(),
         ("bob".to_string(), "hunter2".to_string()),
     )]);
-    let client = RegistryClient::new(auth, Duration::from_secs(10)).unwrap();
+    let client = OciClient::new(auth, Duration::from_secs(10)).unwrap();
     let got = client
         .resolve_digest(&fakes.domain, "team/app", "1.0")
         .await
