@@ -9,7 +9,7 @@ use crate::lint::Finding;
 use crate::parsed::Parsed;
 use crate::rules::eval::Target;
 use crate::rules::{Applicability, FixAction};
-use crate::yaml::NodeId;
+use crate::yaml::{Document, NodeId};
 
 use super::Fix;
 use super::need::Need;
@@ -47,6 +47,9 @@ pub fn plan(parsed: &Parsed, findings: &[Finding], min: Applicability) -> Vec<Fi
     }
     hoist(docs, &mut needs);
     guard(docs, &mut needs);
+    for n in &mut needs {
+        rebase(&docs[n.doc], n);
+    }
     dedup(&mut needs);
 
     let mut fixes = Vec::new();
@@ -118,6 +121,62 @@ fn need_for(
 /// `ports[2]` → `ports`: paths in targets carry the index of the item they went through.
 fn strip_index(p: &str) -> String {
     p.split('[').next().unwrap_or(p).to_string()
+}
+
+/// Move a need's base to the deepest node its path already reaches, resolving aliases, so
+/// that needs meet at the node they change, whichever container reached it: two containers
+/// sharing one `securityContext` through an anchor need one edit there, not two.
+fn rebase(doc: &Document, n: &mut Need) {
+    let holder = |node: NodeId| doc.node(node).parent;
+    match &n.action {
+        Action::Set(_) | Action::AddItem(_) => {}
+        // Removals and appends name their node; what they change is the collection holding
+        // it, which insertions into that collection must be written together with.
+        Action::RemoveEntry(e) => {
+            if let Some(map) = holder(e.key) {
+                n.base = map;
+            }
+            return;
+        }
+        Action::RemoveItem(item) => {
+            // The item's sequence may go with its key: the mapping holding the key owns it.
+            if let Some(seq) = holder(*item) {
+                n.base = holder(seq).filter(|&m| doc.is_mapping(m)).unwrap_or(seq);
+            }
+            return;
+        }
+        Action::Append(node, _) => {
+            if let Some(parent) = holder(*node) {
+                n.base = parent;
+            }
+            return;
+        }
+    }
+    let Some(mut node) = doc.resolve(n.base) else {
+        return;
+    };
+    let mut consumed = 0;
+    while consumed < n.path.len() && doc.is_mapping(node) {
+        let Some(e) = doc.entry(node, &n.path[consumed]) else {
+            break;
+        };
+        if consumed + 1 == n.path.len() {
+            // The key exists (perhaps in a mapping merged with `<<`): its mapping is changed.
+            if let Some(map) = holder(e.key) {
+                node = map;
+            }
+            break;
+        }
+        match doc.resolve(e.value) {
+            Some(v) if doc.is_mapping(v) => {
+                node = v;
+                consumed += 1;
+            }
+            _ => break,
+        }
+    }
+    n.base = node;
+    n.path.drain(..consumed);
 }
 
 /// Several findings can need the same edit (every container hoisting `runAsNonRoot` to the
