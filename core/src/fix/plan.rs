@@ -20,6 +20,8 @@ pub(super) struct Need {
     pub doc: usize,
     /// The node the path starts from (a container, the pod spec, a volume mount).
     pub base: NodeId,
+    /// For a container: the node holding its pod-level settings (where hoisted needs go).
+    pub pod: Option<NodeId>,
     pub path: Vec<String>,
     pub action: Action,
     pub applicability: Applicability,
@@ -119,6 +121,7 @@ fn need_for(
     Some(Need {
         doc: doc_index,
         base: t.base,
+        pod: t.pod,
         path: t.path.iter().map(|p| strip_index(p)).collect(),
         action,
         applicability,
