@@ -297,15 +297,19 @@ async fn image_facts(
             )
         })
         .collect();
-    let mut changed: Vec<String> = kubeharden_core::image::uses(&sources, &settings.limits)
-        .into_iter()
-        .filter(|u| match added.get(u.path.as_str()) {
-            Some(Some(lines)) => lines.contains(&u.line),
-            _ => true,
-        })
-        .map(|u| u.image)
-        .filter(|i| kubeharden_core::image::parse(i).is_ok())
-        .collect();
+    let mut changed: Vec<String> = kubeharden_core::image::uses(
+        &sources,
+        &settings.limits,
+        &cx.registry.workloads_with(&settings.workloads),
+    )
+    .into_iter()
+    .filter(|u| match added.get(u.path.as_str()) {
+        Some(Some(lines)) => lines.contains(&u.line),
+        _ => true,
+    })
+    .map(|u| u.image)
+    .filter(|i| kubeharden_core::image::parse(i).is_ok())
+    .collect();
     changed.sort();
     changed.dedup();
     if changed.is_empty() {

@@ -423,7 +423,11 @@ pub struct ImageUse {
 }
 
 /// Every container image of every workload in the files (what a scan looks at).
-pub fn uses(files: &[crate::source::SourceFile], limits: &crate::yaml::Limits) -> Vec<ImageUse> {
+pub fn uses(
+    files: &[crate::source::SourceFile],
+    limits: &crate::yaml::Limits,
+    kinds: &crate::workloads::WorkloadKinds,
+) -> Vec<ImageUse> {
     let mut out = Vec::new();
     for file in files {
         let stream = crate::yaml::parse(&file.text, limits);
@@ -432,10 +436,12 @@ pub fn uses(files: &[crate::source::SourceFile], limits: &crate::yaml::Limits) -
                 continue;
             };
             for object in &objects {
-                let Some(workload) = crate::k8s::workload(doc, object) else {
-                    continue;
-                };
-                for c in workload.containers(doc) {
+                for c in kinds
+                    .locate(doc, object)
+                    .workloads
+                    .iter()
+                    .flat_map(|w| w.containers.iter())
+                {
                     if let Some(node) = doc.get(c.node, "image")
                         && let Some(image) = doc.str_value(node)
                     {

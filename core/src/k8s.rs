@@ -5,22 +5,6 @@ use std::fmt;
 
 use crate::yaml::{Document, NodeId};
 
-/// Kinds whose pod spec lives at a fixed path (design.md §4).
-const POD_SPEC_PATHS: &[(&str, &[&str])] = &[
-    ("Pod", &["spec"]),
-    ("Deployment", &["spec", "template", "spec"]),
-    ("StatefulSet", &["spec", "template", "spec"]),
-    ("DaemonSet", &["spec", "template", "spec"]),
-    ("ReplicaSet", &["spec", "template", "spec"]),
-    ("ReplicationController", &["spec", "template", "spec"]),
-    ("Job", &["spec", "template", "spec"]),
-    (
-        "CronJob",
-        &["spec", "jobTemplate", "spec", "template", "spec"],
-    ),
-    ("PodTemplate", &["template", "spec"]),
-];
-
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
 )]
@@ -79,15 +63,28 @@ pub struct Object {
     pub metadata: Option<NodeId>,
 }
 
-/// An object that runs pods.
+/// One pod an object runs: a pod spec, or (for operators whose pods are not written as pod
+/// specs) the node that holds its containers.
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub object: Object,
-    /// Metadata of the pod template (absent for a bare Pod, whose object metadata is the pod's).
-    pub template_metadata: Option<NodeId>,
-    pub pod_spec: NodeId,
-    /// Dotted path of the pod spec inside the object, for messages.
+    /// Metadata of the pods: the pod template's, or a Pod's own.
+    pub pod_metadata: Option<NodeId>,
+    /// Metadata of the object embedded in `object` that holds this pod (a Katib trial).
+    pub inner_metadata: Option<NodeId>,
+    /// The node holding pod-level fields (`securityContext`, `volumes`, `hostNetwork`, …);
+    /// none where the operator spells them otherwise (a Spark driver, a Tekton Task).
+    pub pod_spec: Option<NodeId>,
+    /// Where absent pod-level fields fall back to, key by key (an Argo Workflow's `spec` for
+    /// each of its templates).
+    pub pod_defaults: Option<NodeId>,
+    /// `pod_spec` is a Kubernetes PodSpec (and can be checked as one).
+    pub is_pod_spec: bool,
+    pub containers: Vec<Container>,
+    /// Concrete path of the pod spec (or container holder) inside the object.
     pub pod_spec_path: String,
+    /// The same path when the object can hold several pods, to say which one a finding is about.
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,14 +92,15 @@ pub struct Container {
     pub kind: ContainerKind,
     pub node: NodeId,
     pub name: Option<String>,
-    pub index: usize,
+    /// Where it is below its pod (`containers[0]`, `script`), for a container without a name.
+    pub label: String,
 }
 
 impl Container {
     pub fn display_name(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!("{}[{}]", self.kind.field(), self.index),
+            None => self.label.clone(),
         }
     }
 }
@@ -137,7 +135,7 @@ pub fn objects(doc: &Document) -> Contents {
     Contents::Objects(vec![root_obj])
 }
 
-fn object_at(doc: &Document, node: NodeId) -> Option<Object> {
+pub(crate) fn object_at(doc: &Document, node: NodeId) -> Option<Object> {
     if !doc.is_mapping(node) {
         return None;
     }
@@ -163,76 +161,34 @@ fn object_at(doc: &Document, node: NodeId) -> Option<Object> {
     })
 }
 
-/// Whether objects of this kind run pods (a patch of one may still lack its pod spec).
-pub fn is_pod_bearing_kind(kind: &str) -> bool {
-    POD_SPEC_PATHS.iter().any(|(k, _)| *k == kind)
-}
-
-/// The pod spec of an object, if it is a workload.
-pub fn workload(doc: &Document, object: &Object) -> Option<Workload> {
-    let known = POD_SPEC_PATHS
-        .iter()
-        .find(|(kind, _)| *kind == object.info.kind)
-        .map(|(_, path)| *path);
-    // Unknown kinds (Argo Rollout, OpenShift DeploymentConfig, …) count when they carry a pod
-    // template with containers.
-    let path: &[&str] = known.unwrap_or(&["spec", "template", "spec"]);
-    let pod_spec = doc
-        .get_path(object.node, path)
-        .filter(|&n| doc.is_mapping(n))?;
-    if known.is_none() && doc.get(pod_spec, "containers").is_none() {
-        return None;
-    }
-    let template_metadata = (path.len() >= 2)
-        .then(|| doc.get_path(object.node, &path[..path.len() - 1]))
-        .flatten()
-        .and_then(|template| doc.get(template, "metadata"))
-        .filter(|&m| doc.is_mapping(m));
-    Some(Workload {
-        object: object.clone(),
-        template_metadata,
-        pod_spec,
-        pod_spec_path: path.join("."),
-    })
-}
-
 impl Workload {
-    pub fn containers(&self, doc: &Document) -> Vec<Container> {
-        let mut out = Vec::new();
-        for kind in ContainerKind::ALL {
-            let Some(list) = doc.get(self.pod_spec, kind.field()) else {
-                continue;
-            };
-            for (index, &item) in doc.items(list).iter().enumerate() {
-                let Some(node) = doc.resolve(item).filter(|&n| doc.is_mapping(n)) else {
-                    continue;
-                };
-                let name = doc
-                    .get(node, "name")
-                    .and_then(|n| doc.str_value(n))
-                    .map(str::to_string);
-                out.push(Container {
-                    kind,
-                    node,
-                    name,
-                    index,
-                });
-            }
+    pub fn containers(&self, _doc: &Document) -> Vec<Container> {
+        self.containers.clone()
+    }
+
+    /// The node whose pod-level `key` applies: the pod's own, or its defaults' when the pod
+    /// lacks the key (Argo replaces a Workflow's `securityContext` by a template's whole).
+    pub fn pod_for(&self, doc: &Document, key: &str) -> Option<NodeId> {
+        let pod = self.pod_spec?;
+        match self.pod_defaults {
+            Some(d) if doc.get(pod, key).is_none_or(|v| doc.is_null(v)) => Some(d),
+            _ => Some(pod),
         }
-        out
     }
 
     /// `spec.os.name: windows`: the pod-security-admission code exempts such pods from the
     /// Linux-only restricted controls.
     pub fn is_windows(&self, doc: &Document) -> bool {
-        doc.get_path(self.pod_spec, &["os", "name"])
+        self.pod_for(doc, "os")
+            .and_then(|p| doc.get_path(p, &["os", "name"]))
             .and_then(|n| doc.str_value(n))
             == Some("windows")
     }
 
     /// `hostUsers: false`: the pod runs in a user namespace.
     pub fn host_users_false(&self, doc: &Document) -> bool {
-        doc.get(self.pod_spec, "hostUsers")
+        self.pod_for(doc, "hostUsers")
+            .and_then(|p| doc.get(p, "hostUsers"))
             .and_then(|n| doc.scalar(n))
             .map(|s| s.resolved())
             == Some(crate::yaml::Plain::Bool(false))
@@ -240,18 +196,21 @@ impl Workload {
 
     /// The metadata of the pods this workload creates: the pod template's, or a Pod's own.
     pub fn pod_metadata(&self) -> Option<NodeId> {
-        if self.object.info.kind == "Pod" {
-            self.object.metadata
-        } else {
-            self.template_metadata
-        }
+        self.pod_metadata
     }
 
     /// Annotations of the object and of its pod template, in that order.
     pub fn annotation_maps(&self, doc: &Document) -> Vec<NodeId> {
-        [self.object.metadata, self.template_metadata]
+        let mut maps: Vec<NodeId> = Vec::new();
+        for m in [self.object.metadata, self.inner_metadata, self.pod_metadata]
             .into_iter()
             .flatten()
+        {
+            if !maps.contains(&m) {
+                maps.push(m);
+            }
+        }
+        maps.into_iter()
             .filter_map(|m| doc.get(m, "annotations"))
             .filter(|&a| doc.is_mapping(a))
             .collect()

@@ -74,7 +74,13 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     if args.pin_digests {
         settings.enable.insert("image-not-pinned".into());
         settings.disable.remove("image-not-pinned");
-        images.digests = pin_digests(&files, &settings, args.registry_auth_file.as_deref())?;
+        let kinds = registry.workloads_with(&settings.workloads);
+        images.digests = pin_digests(
+            &files,
+            &settings,
+            &kinds,
+            args.registry_auth_file.as_deref(),
+        )?;
     }
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
@@ -221,9 +227,10 @@ fn write_whole(path: &std::path::Path, content: &[u8]) -> Result<()> {
 fn pin_digests(
     files: &[kubeharden_core::source::SourceFile],
     settings: &kubeharden_core::lint::Settings,
+    kinds: &kubeharden_core::workloads::WorkloadKinds,
     auth_file: Option<&std::path::Path>,
 ) -> Result<std::collections::BTreeMap<String, String>> {
-    let (digests, problems) = super::images::local_digests(files, settings, auth_file)?;
+    let (digests, problems) = super::images::local_digests(files, settings, kinds, auth_file)?;
     // A registry that cannot answer leaves its images unpinned, and says so.
     for p in problems {
         eprintln!("kubeharden: {p}");
@@ -235,6 +242,7 @@ fn pin_digests(
 fn pin_digests(
     _: &[kubeharden_core::source::SourceFile],
     _: &kubeharden_core::lint::Settings,
+    _: &kubeharden_core::workloads::WorkloadKinds,
     _: Option<&std::path::Path>,
 ) -> Result<std::collections::BTreeMap<String, String>> {
     Err(super::not_built(

@@ -47,11 +47,12 @@ pub(crate) fn scan(
     args: &ScannerArgs,
     files: &[SourceFile],
     settings: &kubeharden_core::lint::Settings,
+    kinds: &kubeharden_core::workloads::WorkloadKinds,
 ) -> Result<std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>> {
     let Some(scanner) = args.scanner(Some(ScannerKind::Trivy)) else {
         return Ok(Default::default());
     };
-    let images: Vec<String> = kubeharden_core::image::uses(files, &settings.limits)
+    let images: Vec<String> = kubeharden_core::image::uses(files, &settings.limits, kinds)
         .into_iter()
         .map(|u| u.image)
         .filter(|i| kubeharden_core::image::parse(i).is_ok())
@@ -65,9 +66,10 @@ pub(crate) fn scan(
 pub(crate) fn local_digests(
     files: &[SourceFile],
     settings: &kubeharden_core::lint::Settings,
+    kinds: &kubeharden_core::workloads::WorkloadKinds,
     auth_file: Option<&Path>,
 ) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
-    let mut images: Vec<String> = kubeharden_core::image::uses(files, &settings.limits)
+    let mut images: Vec<String> = kubeharden_core::image::uses(files, &settings.limits, kinds)
         .into_iter()
         .map(|u| u.image)
         .filter(|i| kubeharden_core::image::parse(i).is_ok_and(|r| r.digest.is_none()))

@@ -46,8 +46,9 @@ fn scan_images(
     args: &LintArgs,
     files: &[kubeharden_core::source::SourceFile],
     settings: &kubeharden_core::lint::Settings,
+    kinds: &kubeharden_core::workloads::WorkloadKinds,
 ) -> Result<std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>> {
-    super::images::scan(&args.scanner, files, settings)
+    super::images::scan(&args.scanner, files, settings, kinds)
 }
 
 #[cfg(not(feature = "images"))]
@@ -55,6 +56,7 @@ fn scan_images(
     _: &LintArgs,
     _: &[kubeharden_core::source::SourceFile],
     _: &kubeharden_core::lint::Settings,
+    _: &kubeharden_core::workloads::WorkloadKinds,
 ) -> Result<std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>> {
     Err(super::not_built(
         "images",
@@ -72,7 +74,8 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
     let (files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
     let mut images = kubeharden_core::facts::ImageFacts::default();
     if args.scan_images {
-        images.scans = scan_images(&args, &files, &settings)?;
+        let kinds = registry.workloads_with(&settings.workloads);
+        images.scans = scan_images(&args, &files, &settings, &kinds)?;
     }
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),

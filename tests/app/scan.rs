@@ -280,8 +280,9 @@ fn reports_become_findings_on_the_image_line_with_the_threshold_deciding() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s = scanner(dir.path(), ScannerKind::Trivy, Duration::from_secs(5));
     let file = SourceFile::new("deploy/api.yaml", DEPLOYMENT);
+    let kinds = kubeharden_core::workloads::WorkloadKinds::builtin().unwrap();
     let images: Vec<String> =
-        kubeharden_core::image::uses(std::slice::from_ref(&file), &Default::default())
+        kubeharden_core::image::uses(std::slice::from_ref(&file), &Default::default(), &kinds)
             .into_iter()
             .map(|u| u.image)
             .collect();

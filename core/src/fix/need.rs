@@ -13,6 +13,8 @@ pub(super) struct Need {
     pub doc: usize,
     /// The node the path starts from (a container, the pod spec, a volume mount).
     pub base: NodeId,
+    /// For a container: the node holding its pod-level settings (where hoisted needs go).
+    pub pod: Option<NodeId>,
     pub path: Vec<String>,
     pub action: Action,
     pub applicability: Applicability,

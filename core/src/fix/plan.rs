@@ -110,6 +110,7 @@ fn need_for(
     Some(Need {
         doc: doc_index,
         base: t.base,
+        pod: t.pod,
         path: t.path.iter().map(|p| strip_index(p)).collect(),
         action,
         applicability,

@@ -30,13 +30,6 @@ pub(super) const KEY_ORDER: &[&str] = &[
     "appArmorProfile",
 ];
 
-/// The pod spec that holds a container: container → sequence → pod spec.
-fn pod_spec_of(doc: &Document, container: NodeId) -> Option<NodeId> {
-    let list = doc.node(container).parent?;
-    let spec = doc.node(list).parent?;
-    doc.is_mapping(spec).then_some(spec)
-}
-
 /// Move inheritable settings that a container lacks to the pod's `securityContext`, unless the
 /// pod sets them (badly) itself, in which case the pod's value is fixed by its own finding.
 pub(super) fn hoist(docs: &[Document], needs: &mut [Need]) {
@@ -50,14 +43,13 @@ pub(super) fn hoist(docs: &[Document], needs: &mut [Need]) {
         }
         let doc = &docs[n.doc];
         let keys: Vec<&str> = n.path.iter().map(String::as_str).collect();
-        // Only containers (items of a sequence) hoist; the container must not set it itself.
-        let is_container = doc.node(n.base).parent.is_some_and(|p| doc.is_sequence(p));
-        if !is_container || doc.get_path(n.base, &keys).is_some_and(|v| !doc.is_null(v)) {
+        // Only containers hoist, to the pod node the linter read the setting from (a pod
+        // spec, or where an operator keeps pod settings); the container must not set it itself.
+        let Some(pod) = n.pod else { continue };
+        if doc.get_path(n.base, &keys).is_some_and(|v| !doc.is_null(v)) {
             continue;
         }
-        if let Some(spec) = pod_spec_of(doc, n.base) {
-            n.base = spec;
-        }
+        n.base = pod;
     }
 }
 

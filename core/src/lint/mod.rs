@@ -9,6 +9,7 @@ use crate::parsed::{Parsed, Stamp};
 use crate::rules::eval::{self, Context, Hit};
 use crate::rules::{Applicability, ExemptWhen, Profile, Registry, Rule, Severity};
 use crate::source::{LineCol, SourceFile, TextRange};
+use crate::workloads::{KindEntry, WorkloadKinds};
 use crate::yaml::{self, Document, Limits, YamlErrorKind};
 
 mod exemptions;
@@ -27,6 +28,9 @@ pub struct Settings {
     pub fail_on: Severity,
     pub limits: Limits,
     pub images: ImagePolicy,
+    /// Kinds that run pods beyond the registry's (from the repository configuration); they
+    /// take precedence.
+    pub workloads: Vec<KindEntry>,
 }
 
 impl Default for Settings {
@@ -40,6 +44,7 @@ impl Default for Settings {
             fail_on: Severity::Warning,
             limits: Limits::default(),
             images: ImagePolicy::default(),
+            workloads: Vec::new(),
         }
     }
 }
@@ -55,6 +60,8 @@ pub struct Finding {
     pub end: LineCol,
     pub message: String,
     pub object: Option<ObjectInfo>,
+    /// Which of the object's pods, when it can run several (`spec.workerGroupSpecs[0].template.spec`).
+    pub pod: Option<String>,
     pub container: Option<String>,
     pub fixable: bool,
     /// 0-based index of the YAML document in its file.
@@ -90,6 +97,8 @@ pub struct FileResult {
     pub notes: Vec<Note>,
     pub documents: usize,
     pub workloads: usize,
+    /// Workloads per kind (an object may run several pods: a RayCluster's head and workers).
+    pub workloads_by_kind: BTreeMap<String, usize>,
     /// Findings that hold unless a ServiceAccount seen anywhere in the change turns off token
     /// automounting.
     pending: Vec<(Finding, ServiceAccountRef)>,
@@ -108,6 +117,7 @@ pub struct Report {
     pub files: usize,
     pub documents: usize,
     pub workloads: usize,
+    pub workloads_by_kind: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -122,6 +132,8 @@ pub struct Linter<'r> {
     /// What the shell fetched for this run (digests, scan reports).
     pub facts: Facts,
     active: Vec<&'r Rule>,
+    /// Where each kind's pods are: the registry's, then the configuration's.
+    kinds: WorkloadKinds,
     /// ServiceAccounts known from elsewhere in the change that turn token automounting off
     /// (so fixing one file of a pull request agrees with linting all of it).
     known_quiet: HashSet<ServiceAccountRef>,
@@ -147,11 +159,13 @@ impl<'r> Linter<'r> {
             .filter(|r| !settings.disable.contains(&r.id))
             .filter(|r| r.since.is_none_or(|s| settings.kube_version >= s))
             .collect();
+        let kinds = registry.workloads_with(&settings.workloads);
         Self {
             registry,
             settings,
             facts: Facts::default(),
             active,
+            kinds,
             known_quiet: HashSet::new(),
         }
     }
@@ -184,6 +198,11 @@ impl<'r> Linter<'r> {
 
     pub fn active_rules(&self) -> &[&'r Rule] {
         &self.active
+    }
+
+    /// Where each kind's pods are, as this linter sees them.
+    pub fn workload_kinds(&self) -> &WorkloadKinds {
+        &self.kinds
     }
 
     fn is_active(&self, id: &str) -> bool {
@@ -229,6 +248,9 @@ impl<'r> Linter<'r> {
         for r in results {
             report.documents += r.documents;
             report.workloads += r.workloads;
+            for (kind, n) in &r.workloads_by_kind {
+                *report.workloads_by_kind.entry(kind.clone()).or_default() += n;
+            }
             report.findings.extend(r.findings);
             report.notes.extend(r.notes);
             report.findings.extend(
@@ -336,6 +358,7 @@ impl<'r> Linter<'r> {
             end: file.line_col(range.end()),
             message,
             object: object.cloned(),
+            pod: None,
             container: None,
             fixable: false,
             applicability: None,
@@ -398,12 +421,19 @@ impl<'r> Linter<'r> {
             }
             // A kustomize patch of a Deployment is still a workload, even when it carries no
             // pod spec to lint.
-            let workload = k8s::workload(doc, object);
-            if workload.is_some() || k8s::is_pod_bearing_kind(&object.info.kind) {
-                out.workloads += 1;
+            let located = self.kinds.locate(doc, object);
+            let count = match located.workloads.len() {
+                0 if located.known => 1,
+                n => n,
+            };
+            if count > 0 {
+                out.workloads += count;
+                *out.workloads_by_kind
+                    .entry(object.info.kind.clone())
+                    .or_default() += count;
             }
-            if let Some(workload) = workload {
-                self.lint_workload(file, stamp, doc, index, &workload, out);
+            for workload in &located.workloads {
+                self.lint_workload(file, stamp, doc, index, workload, out);
             }
         }
         if doc.budget_exhausted() {
@@ -435,15 +465,17 @@ impl<'r> Linter<'r> {
         out: &mut FileResult,
     ) {
         let info = &w.object.info;
-        if let Err(e) = yaml::de::from_node::<k8s_openapi::api::core::v1::PodSpec>(doc, w.pod_spec)
+        let mut invalid = Vec::new();
+        if let Some(spec) = w.pod_spec.filter(|_| w.is_pod_spec)
+            && let Err(e) = yaml::de::from_node::<k8s_openapi::api::core::v1::PodSpec>(doc, spec)
             && !e.message.starts_with("missing field")
         {
             let at = e.node.map(|n| doc.path_of(n)).unwrap_or_default();
             self.push_meta(
-                &mut out.findings,
+                &mut invalid,
                 file,
                 INVALID_FIELD,
-                e.range.unwrap_or(doc.node(w.pod_spec).range),
+                e.range.unwrap_or(doc.node(spec).range),
                 format!("{at}: {}", e.message),
                 Some(info),
                 index,
@@ -489,6 +521,7 @@ impl<'r> Linter<'r> {
                         end: file.line_col(hit.range.end()),
                         message: hit.message.clone(),
                         object: Some(info.clone()),
+                        pod: w.label.clone(),
                         container: hit.container.map(|i| containers[i].display_name()),
                         fixable: rule.fix.is_some() && hit.target.action.is_some(),
                         applicability: hit.target.action.as_ref().and(
@@ -610,6 +643,11 @@ impl<'r> Linter<'r> {
                 }
             }
         }
+        findings.splice(0..0, invalid);
+        let label = |f: &mut Finding| f.pod = w.label.clone();
+        findings.iter_mut().for_each(label);
+        pending.iter_mut().for_each(|(f, _)| label(f));
+        conditional.iter_mut().for_each(|(f, _)| label(f));
         out.conditional.extend(conditional);
         out.findings.extend(findings);
         out.pending.extend(pending);

@@ -5,7 +5,7 @@ use crate::source::TextRange;
 use crate::yaml::{Document, Entry, NodeId, NodeKind, Plain};
 
 pub use super::context::Context;
-use super::scope::{parse_path, scope_targets, walk};
+use super::scope::{Seg, parse_path, scope_targets, walk};
 use super::{Check, Condition, FixAction, Item, Literal, Normalize, Scope};
 
 /// One place where a check fired.
@@ -31,6 +31,9 @@ pub struct Hit {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub base: NodeId,
+    /// For a container: the node its pod-level settings for this path live in (where a
+    /// setting every container lacks is best fixed once).
+    pub pod: Option<NodeId>,
     pub path: Vec<String>,
     /// The value found at the path, if any (for inherited values, the pod's).
     pub value: Option<NodeId>,
@@ -176,6 +179,15 @@ fn render(template: &str, value: Option<&str>, path: &[String]) -> String {
         .replace("{path}", &path.join("."))
 }
 
+/// The pod-level node a path is read from: the pod's, or its defaults' when the pod lacks the
+/// path's first key.
+pub(super) fn pod_base(cx: &Context<'_>, segs: &[Seg]) -> Option<NodeId> {
+    match segs.first() {
+        Some(Seg::Key(key)) => cx.workload.pod_for(cx.doc, key),
+        _ => cx.workload.pod_spec,
+    }
+}
+
 pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
     if check.since.is_some_and(|s| cx.version < s) || check.until.is_some_and(|u| cx.version >= u) {
         return Vec::new();
@@ -197,7 +209,8 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
             let (value, entry, inherited) = match (leaf.value, check.inherit && container.is_some())
             {
                 (None, true) => {
-                    let pod_leaf = walk(doc, cx.workload.pod_spec, &segs).into_iter().next();
+                    let pod_leaf = pod_base(cx, &segs)
+                        .and_then(|pod| walk(doc, pod, &segs).into_iter().next());
                     match pod_leaf.and_then(|l| l.value.map(|v| (v, l.entry))) {
                         Some((v, e)) => (Some(v), e, true),
                         None => (None, None, false),
@@ -212,6 +225,7 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                     container,
                     target: Target {
                         base,
+                        pod: container.and_then(|_| pod_base(cx, &segs)),
                         path: leaf.path.clone(),
                         value,
                         entry,
@@ -475,9 +489,12 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                         Some(Plain::Bool(false)) => {}
                         Some(_) => hit(at_value(value.unwrap_or(base)), shown, None),
                         None if !fragment => {
-                            let sa = doc
-                                .get(cx.workload.pod_spec, "serviceAccountName")
-                                .or_else(|| doc.get(cx.workload.pod_spec, "serviceAccount"))
+                            let pod = |key| cx.workload.pod_for(doc, key);
+                            let sa = pod("serviceAccountName")
+                                .and_then(|p| doc.get(p, "serviceAccountName"))
+                                .or_else(|| {
+                                    pod("serviceAccount").and_then(|p| doc.get(p, "serviceAccount"))
+                                })
                                 .and_then(|n| doc.str_value(n))
                                 .filter(|s| !s.is_empty())
                                 .unwrap_or("default")

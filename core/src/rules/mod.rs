@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::k8s::{ContainerKind, KubeVersion};
 use crate::source::{SourceFile, TextRange};
+use crate::workloads::{WorkloadError, WorkloadKinds, parse_file as parse_workload_file};
 use crate::yaml::{self, de::from_node};
 
 /// The rule files shipped with KubeHarden, embedded at build time.
@@ -451,10 +452,22 @@ pub enum RuleError {
     Other { origin: String, message: String },
 }
 
-/// All known rules, by id.
+/// All known rules, by id, and the kinds whose pods they check.
 #[derive(Debug, Clone)]
 pub struct Registry {
     rules: BTreeMap<String, Rule>,
+    workloads: WorkloadKinds,
+}
+
+impl From<WorkloadError> for RuleError {
+    fn from(e: WorkloadError) -> Self {
+        RuleError::Invalid {
+            origin: e.origin,
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        }
+    }
 }
 
 impl Registry {
@@ -465,7 +478,32 @@ impl Registry {
             .map(|(name, text)| (format!("rules/{name}"), *text));
         Ok(Self {
             rules: parse_all(files)?,
+            workloads: WorkloadKinds::builtin()?,
         })
+    }
+
+    /// Add workload files given as (origin, text) (`--rules DIR`'s `workloads/`): their kinds
+    /// take precedence over the built-in ones.
+    pub fn extend_workloads<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = (String, &'a str)>,
+    ) -> Result<(), RuleError> {
+        for (origin, text) in files {
+            self.workloads.extend(parse_workload_file(&origin, text)?);
+        }
+        Ok(())
+    }
+
+    /// Where each kind's pods are.
+    pub fn workloads(&self) -> &WorkloadKinds {
+        &self.workloads
+    }
+
+    /// Where each kind's pods are, with a configuration's kinds taking precedence.
+    pub fn workloads_with(&self, extra: &[crate::workloads::KindEntry]) -> WorkloadKinds {
+        let mut kinds = self.workloads.clone();
+        kinds.extend(extra.iter().cloned());
+        kinds
     }
 
     /// Add or override rules with rule files given as (origin, text): `--rules DIR`, read by

@@ -9,7 +9,7 @@ use super::context::Context;
 use super::{Check, Scope};
 
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Each,
 }
@@ -120,23 +120,28 @@ pub(super) fn scope_targets(cx: &Context<'_>, check: &Check) -> Vec<(NodeId, Opt
             .enumerate()
             .filter(|(_, c)| kinds.contains(&c.kind))
     };
-    let pod = cx.workload.pod_spec;
+    let segs = parse_path(&check.path);
+    let pod = super::eval::pod_base(cx, &segs);
+    // Pod volumes: the pod's own and its defaults' (Argo adds a Workflow's volumes to every
+    // template's pod).
+    let volumes = || -> Vec<NodeId> {
+        [cx.workload.pod_spec, cx.workload.pod_defaults]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| doc.get(p, "volumes"))
+            .flat_map(|v| doc.items(v).to_vec())
+            .filter_map(|i| doc.resolve(i))
+            .collect()
+    };
     match check.scope {
-        Scope::Pod => vec![(pod, None)],
+        Scope::Pod => pod.map(|p| (p, None)).into_iter().collect(),
         Scope::Container => containers().map(|(i, c)| (c.node, Some(i))).collect(),
-        Scope::PodAndContainers => std::iter::once((pod, None))
+        Scope::PodAndContainers => pod
+            .map(|p| (p, None))
+            .into_iter()
             .chain(containers().map(|(i, c)| (c.node, Some(i))))
             .collect(),
-        Scope::Volume => doc
-            .get(pod, "volumes")
-            .map(|v| {
-                doc.items(v)
-                    .iter()
-                    .filter_map(|&i| doc.resolve(i))
-                    .map(|i| (i, None))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Scope::Volume => volumes().into_iter().map(|v| (v, None)).collect(),
         Scope::ContainerPort => containers()
             .flat_map(|(i, c)| {
                 doc.get(c.node, "ports")
@@ -170,10 +175,7 @@ pub(super) fn scope_targets(cx: &Context<'_>, check: &Check) -> Vec<(NodeId, Opt
             out
         }
         Scope::HostPathMount => {
-            let host_path_volumes: Vec<String> = doc
-                .get(pod, "volumes")
-                .map(|v| doc.items(v).to_vec())
-                .unwrap_or_default()
+            let host_path_volumes: Vec<String> = volumes()
                 .into_iter()
                 .filter(|&v| doc.get(v, "hostPath").is_some_and(|h| !doc.is_null(h)))
                 .filter_map(|v| {
