@@ -40,14 +40,23 @@ impl JobState {
         }
     }
 
-    fn parse(s: &str) -> JobState {
-        match s {
-            "running" => JobState::Running,
-            "done" => JobState::Done,
-            "superseded" => JobState::Superseded,
-            "dead" => JobState::Dead,
-            _ => JobState::Queued,
-        }
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Superseded,
+        JobState::Dead,
+    ];
+}
+
+impl std::str::FromStr for JobState {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownValue::new("job state", s, JobState::ALL.map(JobState::as_str)))
     }
 }
 
@@ -68,10 +77,36 @@ impl JobKind {
         }
     }
 
-    fn parse(s: &str) -> JobKind {
-        match s {
-            "command" => JobKind::Command,
-            _ => JobKind::Review,
+    pub const ALL: [JobKind; 2] = [JobKind::Review, JobKind::Command];
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownValue::new("job kind", s, JobKind::ALL.map(JobKind::as_str)))
+    }
+}
+
+/// A stored or typed value this version does not know (a row written by a newer version, a
+/// hand-edited database, a typo on the command line), named with the values it does know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}` (expected one of: {})", .known.join(", "))]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+    pub known: Vec<&'static str>,
+}
+
+impl UnknownValue {
+    fn new<const N: usize>(what: &'static str, value: &str, known: [&'static str; N]) -> Self {
+        Self {
+            what,
+            value: value.to_string(),
+            known: known.to_vec(),
         }
     }
 }
@@ -82,7 +117,9 @@ pub struct NewJob {
     pub kind: JobKind,
     pub repo: String,
     pub pr: u64,
-    pub head_sha: String,
+    /// The head a review is for (the newest wins), or the one a button was pressed on; `None`
+    /// for a comment's command.
+    pub head_sha: Option<String>,
     /// The event payload the job runs from.
     pub payload: String,
 }
@@ -94,7 +131,7 @@ pub struct Job {
     pub delivery: String,
     pub repo: String,
     pub pr: u64,
-    pub head_sha: String,
+    pub head_sha: Option<String>,
     pub payload: String,
     pub state: JobState,
     /// Attempts started so far, this one included once claimed.
@@ -249,7 +286,7 @@ impl Store {
             .bind(delivery)
             .bind(&job.repo)
             .bind(job.pr as i64)
-            .bind(&job.head_sha)
+            .bind(job.head_sha.as_deref().unwrap_or(""))
             .bind(&job.payload)
             .bind(now)
             .bind(job.kind.as_str())
@@ -265,7 +302,7 @@ impl Store {
             .bind(now)
             .bind(&job.repo)
             .bind(job.pr as i64)
-            .bind(&job.head_sha)
+            .bind(job.head_sha.as_deref().unwrap_or(""))
             .execute(&mut *tx)
             .await?;
             }
@@ -284,11 +321,14 @@ impl Store {
         } else {
             ""
         };
+        // Only kinds this version runs: a replica of a newer version may store others.
+        let kinds = JobKind::ALL.map(|k| format!("'{}'", k.as_str())).join(", ");
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_until = $1, worker = $2, attempts = attempts + 1, updated_at = $3
              WHERE id = (
                SELECT j.id FROM jobs j
                WHERE ((j.state = 'queued' AND j.run_after <= $3) OR (j.state = 'running' AND j.lease_until < $3))
+                 AND j.kind IN ({kinds})
                  AND (j.kind <> 'review' OR NOT EXISTS (SELECT 1 FROM jobs n WHERE n.repo = j.repo AND n.pr = j.pr AND n.id > j.id
                                  AND n.kind = 'review' AND n.state IN ('queued', 'running')))
                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = j.repo AND r.pr = j.pr AND r.id <> j.id
@@ -296,7 +336,7 @@ impl Store {
                ORDER BY j.id LIMIT 1 {lock})
              RETURNING id, kind, delivery, repo, pr, head_sha, payload, state, attempts, last_error"
         );
-        // The only variable part is our own lock clause.
+        // The only variable parts are our own lock clause and kind names.
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now + lease.as_millis() as i64)
             .bind(worker)
@@ -414,36 +454,6 @@ pub const LEASE: Duration = Duration::from_secs(120);
 /// Attempts before a job is `dead`.
 pub const MAX_ATTEMPTS: u32 = 5;
 
-/// Whether a failure can go away by itself. GitHub's 404 (a deleted repository), 422 (a
-/// request a retry cannot change) and refusals of permission stop at once; outages, 5xx and
-/// rate limits are retried.
-pub fn is_permanent(error: &anyhow::Error) -> bool {
-    use crate::github::GitHubError;
-    for cause in error.chain() {
-        if cause.downcast_ref::<Permanent>().is_some() {
-            return true;
-        }
-        if let Some(e) = cause.downcast_ref::<GitHubError>() {
-            return match e {
-                GitHubError::Status {
-                    status, message, ..
-                } => {
-                    matches!(status, 400 | 401 | 404 | 410 | 422)
-                        || (*status == 403 && !message.contains("rate limit"))
-                }
-                GitHubError::Config(_) => true,
-                GitHubError::Transport { .. } | GitHubError::Decode { .. } => false,
-            };
-        }
-    }
-    false
-}
-
-/// A failure that no retry can change, whatever raised it (a delivery without an installation).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Permanent(pub String);
-
 /// Exponential backoff with ±20 % jitter from a base delay, capped at an hour.
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
@@ -456,15 +466,23 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job> {
+    let id: i64 = r.try_get("id")?;
+    let head_sha: String = r.try_get("head_sha")?;
     Ok(Job {
-        id: r.try_get("id")?,
-        kind: JobKind::parse(&r.try_get::<String, _>("kind")?),
+        id,
+        kind: r
+            .try_get::<String, _>("kind")?
+            .parse()
+            .with_context(|| format!("job {id}"))?,
         delivery: r.try_get("delivery")?,
         repo: r.try_get("repo")?,
         pr: r.try_get::<i64, _>("pr")? as u64,
-        head_sha: r.try_get("head_sha")?,
+        head_sha: Some(head_sha).filter(|h| !h.is_empty()),
         payload: r.try_get("payload")?,
-        state: JobState::parse(&r.try_get::<String, _>("state")?),
+        state: r
+            .try_get::<String, _>("state")?
+            .parse()
+            .with_context(|| format!("job {id}"))?,
         attempts: r.try_get::<i64, _>("attempts")? as u32,
         last_error: r.try_get("last_error")?,
     })
@@ -502,7 +520,7 @@ mod tests {
             kind: JobKind::Review,
             repo: "acme/deploy".into(),
             pr,
-            head_sha: head.into(),
+            head_sha: Some(head.into()),
             payload: "{}".into(),
         }
     }
@@ -529,6 +547,49 @@ mod tests {
             eprintln!("KUBEHARDEN_TEST_POSTGRES not set: PostgreSQL skipped");
         }
         (stores, dir)
+    }
+
+    #[test]
+    fn states_and_kinds_parse_back_and_unknown_values_are_errors() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>(), Ok(s));
+        }
+        for k in JobKind::ALL {
+            assert_eq!(k.as_str().parse::<JobKind>(), Ok(k));
+        }
+        let err = "paused".parse::<JobState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown job state `paused` (expected one of: queued, running, done, superseded, dead)"
+        );
+        assert!("Queued".parse::<JobState>().is_err());
+        assert!("".parse::<JobKind>().is_err());
+        assert_eq!(
+            "admission".parse::<JobKind>().unwrap_err().to_string(),
+            "unknown job kind `admission` (expected one of: review, command)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_this_version_does_not_know_is_an_error_not_a_queued_review() {
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            store_job(s, "d1", job(1, "a")).await;
+            store_job(s, "d2", job(2, "b")).await;
+            sqlx::query("UPDATE jobs SET state = 'paused' WHERE delivery = 'd1'")
+                .execute(&s.pool)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE jobs SET kind = 'admission' WHERE delivery = 'd2'")
+                .execute(&s.pool)
+                .await
+                .unwrap();
+            let err = format!("{:#}", s.list(None, 10).await.unwrap_err());
+            assert!(err.contains("unknown job"), "{:?}: {err}", s.backend);
+            assert!(err.starts_with("job "), "{:?}: {err}", s.backend);
+            // A kind of a newer version stays queued for a replica that knows it.
+            assert!(next(s, "w").await.is_none(), "{:?}", s.backend);
+        }
     }
 
     #[tokio::test]
@@ -559,7 +620,7 @@ mod tests {
             store_job(s, "d2", job(1, "b")).await;
             store_job(s, "d3", job(2, "x")).await;
             let first = next(s, "w1").await.unwrap();
-            assert_eq!((first.pr, first.head_sha.as_str()), (1, "b"));
+            assert_eq!((first.pr, first.head_sha.as_deref()), (1, Some("b")));
             let second = next(s, "w2").await.unwrap();
             assert_eq!(second.pr, 2);
             // A new head for PR 1 while its job runs: queued, not claimable until the first ends.
@@ -567,8 +628,8 @@ mod tests {
             assert!(next(s, "w3").await.is_none());
             s.finish(first.id, JobState::Done, None).await.unwrap();
             let third = next(s, "w3").await.unwrap();
-            assert_eq!(third.head_sha, "c");
-            let states: Vec<(String, JobState)> = s
+            assert_eq!(third.head_sha.as_deref(), Some("c"));
+            let states: Vec<(Option<String>, JobState)> = s
                 .list(None, 10)
                 .await
                 .unwrap()
@@ -576,7 +637,7 @@ mod tests {
                 .map(|j| (j.head_sha, j.state))
                 .collect();
             assert!(
-                states.contains(&("a".into(), JobState::Superseded)),
+                states.contains(&(Some("a".into()), JobState::Superseded)),
                 "{:?}",
                 s.backend
             );
@@ -588,7 +649,7 @@ mod tests {
         let (stores, _d) = stores().await;
         let command = |pr| NewJob {
             kind: JobKind::Command,
-            head_sha: String::new(),
+            head_sha: None,
             ..job(pr, "")
         };
         for s in &stores {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::github::Secret;
 use crate::github::events::{Event, PullRequestEvent};
 use crate::jobs::{self, Accepted, JobKind, JobState, NewJob, Store};
-use crate::pipeline::{self, CommandJob, JobContext};
+use crate::pipeline::{self, CommandJob, JobContext, ReviewRequest};
 use kubeharden_core::commands::{self, Command};
 
 /// GitHub's cap on a webhook payload.
@@ -163,9 +163,12 @@ async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
     let started = std::time::Instant::now();
     let last_attempt = job.attempts >= jobs::MAX_ATTEMPTS;
     let result = match &work {
-        Work::Review(event) => {
-            pipeline::review_pull_request(&state.jobs, event, last_attempt, false).await
-        }
+        Work::Review(event) => match ReviewRequest::from_event(event) {
+            Ok(request) => {
+                pipeline::review_pull_request(&state.jobs, &request, last_attempt, false).await
+            }
+            Err(e) => Err(e.into()),
+        },
         Work::Command(command) => {
             pipeline::run_command(&state.jobs, command, &job.delivery, last_attempt).await
         }
@@ -181,7 +184,7 @@ async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
             tracing::info!(?outcome, "job done");
             state.store.finish(job.id, JobState::Done, None).await
         }
-        Err(e) if jobs::is_permanent(&e) || job.attempts >= jobs::MAX_ATTEMPTS => {
+        Err(e) if pipeline::is_permanent(&e) || job.attempts >= jobs::MAX_ATTEMPTS => {
             tracing::error!(attempts = job.attempts, "job dead: {e:#}");
             state
                 .store
@@ -318,7 +321,7 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
                 kind: JobKind::Review,
                 repo: event.repository.full_name(),
                 pr: event.number,
-                head_sha: event.pull_request.head.sha.clone(),
+                head_sha: Some(event.pull_request.head.sha.clone()),
                 payload: String::from_utf8_lossy(&hook.body).into_owned(),
             })
         }
@@ -373,7 +376,7 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
 /// The command a delivery carries, with the head sha it names (if any): a button on one of
 /// the app's own check runs, a "Re-run" of one, or a new `/kubeharden` comment on a pull
 /// request by a person. Everything else, bots' comments included, is no command.
-fn command_of(event: &Event, app_id: u64) -> Option<(String, CommandJob)> {
+fn command_of(event: &Event, app_id: u64) -> Option<(Option<String>, CommandJob)> {
     match event {
         Event::CheckRun(e) => {
             // GitHub sends these to the app that made the run; a forged app id changes nothing.
@@ -386,7 +389,7 @@ fn command_of(event: &Event, app_id: u64) -> Option<(String, CommandJob)> {
                 _ => return None,
             };
             Some((
-                e.check_run.head_sha.clone(),
+                Some(e.check_run.head_sha.clone()),
                 CommandJob {
                     installation: e.installation.as_ref()?.id,
                     owner: e.repository.owner.login.clone(),
@@ -407,7 +410,7 @@ fn command_of(event: &Event, app_id: u64) -> Option<(String, CommandJob)> {
             }
             let command = commands::parse(&e.comment.body)?;
             Some((
-                String::new(),
+                None,
                 CommandJob {
                     installation: e.installation.as_ref()?.id,
                     owner: e.repository.owner.login.clone(),

@@ -36,15 +36,11 @@ pub fn run(args: JobsArgs) -> Result<ExitCode> {
         let store = Store::open(&args.database.database_url).await?;
         match args.action {
             JobsAction::List { state, limit } => {
-                let state = match state.as_deref() {
-                    None => None,
-                    Some("queued") => Some(JobState::Queued),
-                    Some("running") => Some(JobState::Running),
-                    Some("done") => Some(JobState::Done),
-                    Some("superseded") => Some(JobState::Superseded),
-                    Some("dead") => Some(JobState::Dead),
-                    Some(other) => bail!("unknown state `{other}`"),
-                };
+                let state = state
+                    .as_deref()
+                    .map(str::parse::<JobState>)
+                    .transpose()
+                    .context("--state")?;
                 println!(
                     "{:>6}  {:<8}  {:<10}  {:>8}  {:<30}  {:>6}  {:<12}  LAST ERROR",
                     "ID", "KIND", "STATE", "ATTEMPTS", "REPOSITORY", "PR", "HEAD"
@@ -58,7 +54,9 @@ pub fn run(args: JobsArgs) -> Result<ExitCode> {
                         j.attempts,
                         j.repo,
                         j.pr,
-                        &j.head_sha[..j.head_sha.len().min(12)],
+                        j.head_sha
+                            .as_deref()
+                            .map_or(String::new(), |h| h.chars().take(12).collect()),
                         j.last_error
                             .unwrap_or_default()
                             .lines()

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::transport::{RetryPolicy, send, token_clients};
+use super::transport::{RetryPolicy, TokenClients, send, token_clients};
 use super::{GitHubError, Secret};
 
 /// What a job may do; its installation tokens are narrowed to that and to one repository, so a
@@ -170,7 +170,7 @@ pub struct RepoClient {
     access: Access,
     pub owner: String,
     pub repo: String,
-    crab: Mutex<(Octocrab, Octocrab)>,
+    clients: Mutex<TokenClients>,
 }
 
 impl RepoClient {
@@ -189,7 +189,7 @@ impl RepoClient {
             access,
             owner: owner.to_string(),
             repo: repo.to_string(),
-            crab: Mutex::new(clients),
+            clients: Mutex::new(clients),
         })
     }
 
@@ -200,7 +200,7 @@ impl RepoClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, GitHubError> {
-        let crab = self.crab.lock().await.0.clone();
+        let crab = self.clients.lock().await.rest.clone();
         match send(&crab, &self.app.retry, method.clone(), path, body).await {
             Err(e) if e.status() == Some(401) => {
                 let token = self
@@ -208,8 +208,8 @@ impl RepoClient {
                     .token(self.installation, &self.repo, self.access, true)
                     .await?;
                 let clients = token_clients(&self.app.api_url, &token)?;
-                let crab = clients.0.clone();
-                *self.crab.lock().await = clients;
+                let crab = clients.rest.clone();
+                *self.clients.lock().await = clients;
                 send(&crab, &self.app.retry, method, path, body).await
             }
             other => other,
@@ -221,7 +221,7 @@ impl RepoClient {
         query: &str,
         variables: Value,
     ) -> Result<Value, GitHubError> {
-        let crab = self.crab.lock().await.1.clone();
+        let crab = self.clients.lock().await.graphql.clone();
         let body = json!({ "query": query, "variables": variables });
         let response: Value = send(
             &crab,

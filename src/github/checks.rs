@@ -18,6 +18,23 @@ pub struct CheckOutput {
     pub text: String,
 }
 
+/// How a completed check run ends, as GitHub spells it (the ones the app uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckConclusion {
+    Success,
+    Failure,
+}
+
+impl From<kubeharden_core::review::Conclusion> for CheckConclusion {
+    fn from(c: kubeharden_core::review::Conclusion) -> Self {
+        match c {
+            kubeharden_core::review::Conclusion::Success => CheckConclusion::Success,
+            kubeharden_core::review::Conclusion::Failure => CheckConclusion::Failure,
+        }
+    }
+}
+
 /// A button on the check run (at most three; label ≤ 20, description ≤ 40, identifier ≤ 20).
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckAction {
@@ -82,7 +99,7 @@ impl RepoClient {
     pub async fn complete_check_run(
         &self,
         id: u64,
-        conclusion: &str,
+        conclusion: CheckConclusion,
         output: &CheckOutput,
         annotations: &[Annotation],
         actions: &[CheckAction],

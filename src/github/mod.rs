@@ -24,7 +24,7 @@ mod transport;
 use http::Method;
 
 pub use auth::{Access, App, COMMAND_PERMISSIONS, REVIEW_PERMISSIONS, RepoClient};
-pub use checks::{CheckAction, CheckOutput};
+pub use checks::{CheckAction, CheckConclusion, CheckOutput};
 pub use git::{CreatedCommit, GitCommit, GitObject, TreeEntry};
 pub use manifest::{ConvertedApp, convert_manifest};
 pub use pulls::ChangedFile;
@@ -87,6 +87,22 @@ impl GitHubError {
         match self {
             GitHubError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// Whether no retry can change the answer: 404 (a deleted repository), 422 (a request a
+    /// retry cannot change) and refusals of permission are final; outages, 5xx, rate limits
+    /// and answers that did not decode may go away by themselves.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            GitHubError::Status {
+                status, message, ..
+            } => {
+                matches!(status, 400 | 401 | 404 | 410 | 422)
+                    || (*status == 403 && !message.contains("rate limit"))
+            }
+            GitHubError::Config(_) => true,
+            GitHubError::Transport { .. } | GitHubError::Decode { .. } => false,
         }
     }
 }

@@ -181,10 +181,15 @@ fn graphql_base(api_url: &str) -> String {
     }
 }
 
-pub(super) fn token_clients(
-    api_url: &str,
-    token: &Secret,
-) -> Result<(Octocrab, Octocrab), GitHubError> {
+/// The clients one installation token speaks through: REST at the API URL, GraphQL where it
+/// lives (beside it on github.com, at `/api/graphql` on GitHub Enterprise Server).
+#[derive(Clone)]
+pub(super) struct TokenClients {
+    pub(super) rest: Octocrab,
+    pub(super) graphql: Octocrab,
+}
+
+pub(super) fn token_clients(api_url: &str, token: &Secret) -> Result<TokenClients, GitHubError> {
     let build = |base: &str| {
         Octocrab::builder()
             .base_uri(base)
@@ -194,7 +199,10 @@ pub(super) fn token_clients(
             .build()
             .map_err(|e| GitHubError::Config(format!("cannot build the GitHub client: {e}")))
     };
-    Ok((build(api_url)?, build(&graphql_base(api_url))?))
+    Ok(TokenClients {
+        rest: build(api_url)?,
+        graphql: build(&graphql_base(api_url))?,
+    })
 }
 
 #[cfg(test)]
