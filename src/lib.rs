@@ -4,7 +4,8 @@
 //! - always: the command line's inputs and outputs (`main.rs` and `cli/`);
 //! - feature `images`: the OCI registry client (`oci`) and the vulnerability scanners run
 //!   as child processes (`scan`);
-//! - feature `app`: the GitHub App: the webhook edge and workers (`server`), the durable queue
+//! - feature `app`: the GitHub App: the connections' timeouts and limits
+//!   (`edge`), the webhook route and workers (`server`), the durable queue
 //!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`),
 //!   the setup flow (`setup`).
 
@@ -15,6 +16,8 @@ pub mod oci;
 #[cfg(feature = "images")]
 pub mod scan;
 
+#[cfg(feature = "app")]
+pub mod edge;
 #[cfg(feature = "app")]
 pub mod github;
 #[cfg(feature = "app")]

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
@@ -18,13 +17,14 @@ use tokio::sync::Notify;
 
 use tokio::sync::watch;
 
+use crate::edge::{self, BodyBudget};
 use crate::github::Secret;
 use crate::github::events::{Event, PullRequestEvent};
 use crate::jobs::{self, Accepted, JobKind, JobState, NewJob, Store};
 use crate::pipeline::{self, CommandJob, JobContext, ReviewRequest};
 use kubeharden_core::commands::{self, Command};
 
-/// GitHub's cap on a webhook payload.
+/// GitHub's cap on a webhook payload: the default limit on a request body ([`edge::Limits`]).
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
 pub struct ServerState {
@@ -34,16 +34,24 @@ pub struct ServerState {
     /// Wakes idle workers when a job is stored.
     wake: Notify,
     running: AtomicUsize,
+    /// Webhook bodies buffered at once, over all connections.
+    pub body_budget: BodyBudget,
 }
 
 impl ServerState {
-    pub fn new(webhook_secret: Secret, jobs: Arc<JobContext>, store: Arc<Store>) -> Arc<Self> {
+    pub fn new(
+        webhook_secret: Secret,
+        jobs: Arc<JobContext>,
+        store: Arc<Store>,
+        body_buffer: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             webhook_secret,
             jobs,
             store,
             wake: Notify::new(),
             running: AtomicUsize::new(0),
+            body_budget: BodyBudget::new(body_buffer),
         })
     }
 
@@ -216,7 +224,6 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -241,13 +248,16 @@ pub struct Webhook {
     pub delivery: String,
     pub name: String,
     pub event: Event,
-    pub body: Bytes,
+    /// Holds its share of the body budget until the delivery is answered.
+    pub body: edge::Buffered,
 }
 
 pub enum WebhookRejection {
     /// Missing or wrong signature: nothing else happens.
     Unauthorized,
     BadRequest(String),
+    /// Over the size limit, too slow, or more bodies at once than the server buffers.
+    Body(edge::BodyError),
 }
 
 impl IntoResponse for WebhookRejection {
@@ -257,6 +267,7 @@ impl IntoResponse for WebhookRejection {
                 (StatusCode::UNAUTHORIZED, "signature does not match").into_response()
             }
             WebhookRejection::BadRequest(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+            WebhookRejection::Body(e) => (e.status(), e.to_string()).into_response(),
         }
     }
 }
@@ -265,27 +276,33 @@ impl FromRequest<Arc<ServerState>> for Webhook {
     type Rejection = WebhookRejection;
 
     async fn from_request(req: Request, state: &Arc<ServerState>) -> Result<Self, Self::Rejection> {
-        let headers: HeaderMap = req.headers().clone();
+        let (parts, body) = req.into_parts();
         let header = |name: &str| {
-            headers
+            parts
+                .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| WebhookRejection::BadRequest(format!("cannot read the body: {e}")))?;
+        // Everything the headers can decide is decided before a byte of the body is read.
         let signature = header("x-hub-signature-256").ok_or(WebhookRejection::Unauthorized)?;
-        if !verify_signature(state.webhook_secret.expose().as_bytes(), &body, &signature) {
-            return Err(WebhookRejection::Unauthorized);
-        }
         let name = header("x-github-event")
             .ok_or_else(|| WebhookRejection::BadRequest("no X-GitHub-Event header".into()))?;
-        let event = Event::parse(&name, &body)
-            .map_err(|e| WebhookRejection::BadRequest(format!("malformed {name} payload: {e}")))?;
         let delivery = header("x-github-delivery")
             .filter(|d| !d.is_empty())
             .ok_or_else(|| WebhookRejection::BadRequest("no X-GitHub-Delivery header".into()))?;
+        let body = edge::buffer(body, &state.body_budget)
+            .await
+            .map_err(WebhookRejection::Body)?;
+        if !verify_signature(
+            state.webhook_secret.expose().as_bytes(),
+            &body.bytes,
+            &signature,
+        ) {
+            return Err(WebhookRejection::Unauthorized);
+        }
+        let event = Event::parse(&name, &body.bytes)
+            .map_err(|e| WebhookRejection::BadRequest(format!("malformed {name} payload: {e}")))?;
         Ok(Webhook {
             delivery,
             name,
@@ -322,7 +339,7 @@ async fn webhook(State(state): State<Arc<ServerState>>, hook: Webhook) -> Respon
                 repo: event.repository.full_name(),
                 pr: event.number,
                 head_sha: Some(event.pull_request.head.sha.clone()),
-                payload: String::from_utf8_lossy(&hook.body).into_owned(),
+                payload: String::from_utf8_lossy(&hook.body.bytes).into_owned(),
             })
         }
         Event::CheckRun(_) | Event::IssueComment(_) => command_of(&hook.event, state.jobs.app.id())

@@ -11,6 +11,7 @@ use kubeharden_core::rules::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::edge;
 use crate::github::{App, RetryPolicy};
 use crate::jobs::Store;
 use crate::oci::OciClient;
@@ -43,6 +44,8 @@ pub struct Launch {
     pub scanner: Option<Arc<Scanner>>,
     pub oci_client: Option<Arc<OciClient>>,
     pub oci_private_hosts: Vec<String>,
+    /// What a client may cost; [`edge::serve`] serves the router under them.
+    pub limits: edge::Limits,
 }
 
 impl Launch {
@@ -66,7 +69,12 @@ impl Launch {
             oci_client: self.oci_client.clone(),
             oci_private_hosts: self.oci_private_hosts.clone(),
         });
-        let state = ServerState::new(credentials.webhook_secret(), jobs, self.store.clone());
+        let state = ServerState::new(
+            credentials.webhook_secret(),
+            jobs,
+            self.store.clone(),
+            self.limits.body_buffer,
+        );
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         for i in 0..self.worker_count {
             workers.push(tokio::spawn(server::work(

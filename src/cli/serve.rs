@@ -77,6 +77,68 @@ pub struct ServeArgs {
     scanner: ScannerArgs,
     #[command(flatten)]
     oci: OciArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What one client may cost the server (docs/configuration.md, "Slow and idle clients").
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Seconds a client has to send a request's head, from connecting (or from the first byte
+    /// of its next request).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 30)]
+    idle_timeout: u64,
+    /// Seconds a request body may take, from the end of its head.
+    #[arg(long, env = "BODY_TIMEOUT", default_value_t = 20)]
+    body_timeout: u64,
+    /// Bytes per second a request body must average after its first second; 0 turns it off.
+    #[arg(long, env = "BODY_MIN_RATE", default_value_t = 16384)]
+    body_min_rate: u64,
+    /// The largest request body, in bytes; larger ones are answered 413 unread.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = kubeharden::server::MAX_BODY)]
+    max_body_bytes: usize,
+    /// Bytes of webhook bodies held in memory at once over all connections; a delivery that
+    /// would need more is answered 503 (GitHub can redeliver it).
+    #[arg(long, env = "BODY_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    body_buffer_bytes: usize,
+    /// Connections open at once; at the limit new ones wait in the listen backlog. Default: the
+    /// open-file limit less an eighth (at least 64) kept for the rest, at most 1024.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Result<kubeharden::edge::Limits> {
+        use std::time::Duration;
+        let secs = |name: &str, v: u64| {
+            if v == 0 {
+                bail!("--{name} must be at least 1 second");
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let max_body = self.max_body_bytes.max(1);
+        if self.body_buffer_bytes < max_body {
+            bail!(
+                "--body-buffer-bytes ({}) must hold at least one body of --max-body-bytes ({max_body})",
+                self.body_buffer_bytes
+            );
+        }
+        Ok(kubeharden::edge::Limits {
+            header_timeout: secs("header-timeout", self.header_timeout)?,
+            idle_timeout: secs("idle-timeout", self.idle_timeout)?,
+            body_timeout: secs("body-timeout", self.body_timeout)?,
+            body_min_rate: self.body_min_rate,
+            max_body,
+            body_buffer: self.body_buffer_bytes,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(kubeharden::edge::default_max_connections)
+                .max(1),
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -190,6 +252,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             "no credentials: set APP_ID, PRIVATE_KEY_PATH and WEBHOOK_SECRET, or set PUBLIC_URL (the address GitHub reaches this server at) and open PUBLIC_URL/setup to register the app"
         );
     }
+    let limits = args.limits.limits()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     // octocrab's client needs the runtime to exist when it is built.
     let _runtime = runtime.enter();
@@ -218,6 +281,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             scanner: args.scanner.scanner(None),
             oci_client: args.oci.client()?,
             oci_private_hosts: args.oci.registry_private_hosts.clone(),
+            limits: limits.clone(),
         };
         let router = match credentials {
             Some(c) => launch.start(&c)?.0,
@@ -250,11 +314,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(address = %listener.local_addr()?, "KubeHarden is listening");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the server stopped")?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            max_connections = limits.max_connections,
+            "KubeHarden is listening"
+        );
+        kubeharden::edge::serve(listener, router, limits, shutdown_signal()).await;
         // No more deliveries: let the workers finish or give back what they hold.
         let _ = stop.send(true);
         let handles: Vec<_> =

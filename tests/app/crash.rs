@@ -11,12 +11,23 @@ use crate::support::{
 
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: c\n      image: nginx:1.27\n";
 
-struct App {
-    child: Child,
-    url: String,
+pub(crate) struct App {
+    pub child: Child,
+    pub url: String,
 }
 
 fn start(github: &str, db: &str, port: u16, log: &std::path::Path) -> App {
+    start_with(github, db, port, log, &[])
+}
+
+/// The real binary, serving on `port` with the test app's credentials and `env` besides.
+pub(crate) fn start_with(
+    github: &str,
+    db: &str,
+    port: u16,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> App {
     let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/github/test-app-key.pem");
     let log = std::fs::OpenOptions::new()
@@ -34,6 +45,7 @@ fn start(github: &str, db: &str, port: u16, log: &std::path::Path) -> App {
         .env("LISTEN", format!("127.0.0.1:{port}"))
         .env("JOB_LEASE_SECONDS", "2")
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -44,7 +56,7 @@ fn start(github: &str, db: &str, port: u16, log: &std::path::Path) -> App {
     }
 }
 
-async fn ready(app: &App) {
+pub(crate) async fn ready(app: &App) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(app.url.trim_start_matches("http://")).is_ok() {
             let (status, _) = crate::support::get(&app.url, "/readyz").await;
@@ -57,7 +69,7 @@ async fn ready(app: &App) {
     panic!("the app did not become ready");
 }
 
-fn kill(mut app: App) {
+pub(crate) fn kill(mut app: App) {
     // SIGKILL: no chance to release anything.
     app.child.kill().unwrap();
     app.child.wait().unwrap();

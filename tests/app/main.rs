@@ -8,6 +8,7 @@ mod support;
 
 mod commands;
 mod crash;
+mod edge;
 mod oci;
 mod reviews;
 mod scan;

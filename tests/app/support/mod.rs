@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use kubeharden::edge::Limits;
 use kubeharden::github::RetryPolicy;
 use kubeharden::jobs::Store;
 use kubeharden::server::ServerState;
@@ -104,11 +105,25 @@ impl Harness {
         oci: Option<Arc<kubeharden::oci::OciClient>>,
         private_hosts: Vec<String>,
     ) -> Harness {
+        Self::start_full(scanner, oci, private_hosts, Limits::default()).await
+    }
+
+    /// The app under other limits on its clients, on an SQLite file of its own.
+    pub async fn start_with_limits(limits: Limits) -> Harness {
+        Self::start_full(None, None, Vec::new(), limits).await
+    }
+
+    async fn start_full(
+        scanner: Option<Arc<kubeharden::scan::Scanner>>,
+        oci: Option<Arc<kubeharden::oci::OciClient>>,
+        private_hosts: Vec<String>,
+        limits: Limits,
+    ) -> Harness {
         let db = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", db.path().join("kubeharden.db").display());
         let github = FakeGitHub::start(APP_ID, &key("test-app-key.pub.pem")).await;
         github.install(INSTALLATION, REPO);
-        let first = replica_with(&github.url, &url, scanner, oci, private_hosts).await;
+        let first = replica_with(&github.url, &url, scanner, oci, private_hosts, limits).await;
         Harness {
             github,
             url: first.url.clone(),
@@ -205,7 +220,15 @@ impl Harness {
 }
 
 async fn replica(github_url: &str, db_url: &str) -> Replica {
-    replica_with(github_url, db_url, None, None, Vec::new()).await
+    replica_with(
+        github_url,
+        db_url,
+        None,
+        None,
+        Vec::new(),
+        Limits::default(),
+    )
+    .await
 }
 
 async fn replica_with(
@@ -214,6 +237,7 @@ async fn replica_with(
     scanner: Option<Arc<kubeharden::scan::Scanner>>,
     oci_client: Option<Arc<kubeharden::oci::OciClient>>,
     oci_private_hosts: Vec<String>,
+    limits: Limits,
 ) -> Replica {
     let store = Store::open(db_url).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -239,6 +263,7 @@ async fn replica_with(
         scanner,
         oci_client,
         oci_private_hosts,
+        limits: limits.clone(),
     };
     let credentials = Credentials {
         app_id: APP_ID,
@@ -254,7 +279,7 @@ async fn replica_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tasks.push(tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        kubeharden::edge::serve(listener, app, limits, std::future::pending()).await;
     }));
     Replica {
         url,
