@@ -1,6 +1,9 @@
 //! Property test: manifests written in many styles (indent 2 or 4, dashes at the parent's
 //! column or indented, comments after values and between keys, quoting, flow and block
-//! collections, CRLF, no final newline) keep every promise of `fix`.
+//! collections, CRLF, no final newline) keep every promise of `fix`; and the combinations
+//! Kubernetes refuses (privileged true or false beside Bidirectional mounts, CAP_SYS_ADMIN,
+//! pod-level runAsUser 0, securityContexts shared through anchors and aliases) never come out
+//! of it, at the safe or the unsafe level.
 
 mod common;
 
@@ -39,6 +42,18 @@ struct Container {
     ctx: Ctx,
     host_port: bool,
     flow_ports: bool,
+    /// A hostPath mount with `mountPropagation: Bidirectional`.
+    bidirectional: bool,
+    /// Anchor this container's securityContext (`&sc0`), or use the first anchored one
+    /// (`*sc0`) instead of its own.
+    share: Share,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Share {
+    Own,
+    Anchor,
+    Alias,
 }
 
 #[derive(Debug, Clone)]
@@ -81,16 +96,36 @@ fn fields() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
             ("runAsNonRoot", "false"),
             ("runAsUser", "1000"),
             ("procMount", "Unmasked"),
+            ("privileged", "false"),
+            ("runAsUser", "0"),
         ],
         0..4,
     )
+    // One value per key: a duplicate key is another rule's business.
+    .prop_map(|fields| {
+        let mut seen = Vec::new();
+        fields
+            .into_iter()
+            .filter(|(k, _)| {
+                let first = !seen.contains(k);
+                seen.push(*k);
+                first
+            })
+            .collect()
+    })
 }
 
 fn caps() -> impl Strategy<Value = Option<Caps>> {
     proptest::option::of(
         (
             proptest::sample::subsequence(
-                vec!["NET_BIND_SERVICE", "SYS_ADMIN", "NET_RAW", "CHOWN"],
+                vec![
+                    "NET_BIND_SERVICE",
+                    "SYS_ADMIN",
+                    "CAP_SYS_ADMIN",
+                    "NET_RAW",
+                    "CHOWN",
+                ],
                 0..3,
             ),
             proptest::sample::subsequence(vec!["all", "ALL", "NET_RAW"], 0..2),
@@ -111,11 +146,26 @@ fn ctx() -> impl Strategy<Value = Ctx> {
 }
 
 fn container() -> impl Strategy<Value = Container> {
-    (ctx(), any::<bool>(), any::<bool>()).prop_map(|(ctx, host_port, flow_ports)| Container {
-        ctx,
-        host_port,
-        flow_ports,
-    })
+    (
+        ctx(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![
+            2 => Just(Share::Own),
+            1 => Just(Share::Anchor),
+            1 => Just(Share::Alias)
+        ],
+    )
+        .prop_map(
+            |(ctx, host_port, flow_ports, bidirectional, share)| Container {
+                ctx,
+                host_port,
+                flow_ports,
+                bidirectional,
+                share,
+            },
+        )
 }
 
 fn manifest() -> impl Strategy<Value = Manifest> {
@@ -125,6 +175,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         prop_oneof![
             Just(Ctx::Absent),
             fields().prop_map(|f| Ctx::Block(
+                // The pod may set runAsUser: 0 for every container that sets none.
                 f.into_iter()
                     .filter(|(k, _)| *k == "runAsNonRoot" || *k == "runAsUser")
                     .collect(),
@@ -194,21 +245,25 @@ impl Out {
     }
 }
 
-fn write_ctx(o: &mut Out, depth: usize, ctx: &Ctx) {
+/// `tag` is written after `securityContext:` (an anchor, ` &sc0`, or nothing).
+fn write_ctx(o: &mut Out, depth: usize, ctx: &Ctx, tag: &str) {
     match ctx {
         Ctx::Absent => {}
-        Ctx::Null => o.line(depth, "securityContext:"),
-        Ctx::EmptyFlow => o.line(depth, "securityContext: {}"),
+        Ctx::Null => o.line(depth, format!("securityContext:{tag}")),
+        Ctx::EmptyFlow => o.line(depth, format!("securityContext:{tag} {{}}")),
         Ctx::Flow(fields) => {
             let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            o.line(depth, format!("securityContext: {{{}}}", body.join(", ")));
+            o.line(
+                depth,
+                format!("securityContext:{tag} {{{}}}", body.join(", ")),
+            );
         }
         Ctx::Block(fields, caps) => {
             if fields.is_empty() && caps.is_none() {
-                o.line(depth, "securityContext: {}");
+                o.line(depth, format!("securityContext:{tag} {{}}"));
                 return;
             }
-            o.line(depth, "securityContext:");
+            o.line(depth, format!("securityContext:{tag}"));
             for (i, (k, v)) in fields.iter().enumerate() {
                 if i == 1 {
                     o.comment(depth + 1, "between keys");
@@ -236,7 +291,9 @@ fn write_ctx(o: &mut Out, depth: usize, ctx: &Ctx) {
     }
 }
 
-fn write_container(o: &mut Out, depth: usize, name: &str, c: &Container) {
+/// `anchors` counts the securityContexts anchored so far in the document: an alias names the
+/// latest one.
+fn write_container(o: &mut Out, depth: usize, name: &str, c: &Container, anchors: &mut usize) {
     // `- name: x` then the rest aligned with `name`.
     let first = format!("- name: {name}");
     o.line(depth, first);
@@ -261,7 +318,25 @@ fn write_container(o: &mut Out, depth: usize, name: &str, c: &Container) {
                 .push(format!("{}  hostPort: 8080", " ".repeat(d * o.s.indent)));
         }
     }
-    write_ctx(&mut body, 0, &c.ctx);
+    match c.share {
+        Share::Alias if *anchors > 0 => {
+            body.line(0, format!("securityContext: *sc{}", *anchors - 1));
+        }
+        Share::Anchor if !matches!(c.ctx, Ctx::Absent) => {
+            write_ctx(&mut body, 0, &c.ctx, &format!(" &sc{anchors}"));
+            *anchors += 1;
+        }
+        _ => write_ctx(&mut body, 0, &c.ctx, ""),
+    }
+    if c.bidirectional {
+        let d = body.seq_key(0, "volumeMounts");
+        body.line(d, "- name: host");
+        let pad = " ".repeat(d * o.s.indent);
+        body.lines
+            .push(format!("{pad}  mountPath: /var/lib/kubelet"));
+        body.lines
+            .push(format!("{pad}  mountPropagation: Bidirectional"));
+    }
     for l in body.lines {
         o.lines
             .push(format!("{}{pad}{l}", " ".repeat(inner * o.s.indent)));
@@ -304,17 +379,27 @@ fn render(m: &Manifest) -> String {
     if m.host_pid {
         o.line(spec_depth, "hostPID: true");
     }
-    write_ctx(&mut o, spec_depth, &m.pod_ctx);
+    write_ctx(&mut o, spec_depth, &m.pod_ctx, "");
+    let mut anchors = 0;
     if let Some(init) = &m.init {
         let d = o.seq_key(spec_depth, "initContainers");
-        write_container(&mut o, d, "init", init);
+        write_container(&mut o, d, "init", init, &mut anchors);
     }
     let d = o.seq_key(spec_depth, "containers");
     for (i, c) in m.containers.iter().enumerate() {
         if i > 0 {
             o.comment(d, "next container");
         }
-        write_container(&mut o, d, &format!("c{i}"), c);
+        write_container(&mut o, d, &format!("c{i}"), c, &mut anchors);
+    }
+    let containers = m.containers.iter().chain(&m.init);
+    if containers.clone().any(|c| c.bidirectional) {
+        let d = o.seq_key(spec_depth, "volumes");
+        o.line(d, "- name: host");
+        let pad = " ".repeat(d * o.s.indent);
+        let ind = " ".repeat(o.s.indent);
+        o.lines.push(format!("{pad}  hostPath:"));
+        o.lines.push(format!("{pad}  {ind}path: /var/lib/kubelet"));
     }
     let nl = if m.style.crlf { "\r\n" } else { "\n" };
     let mut text = o.lines.join(nl);

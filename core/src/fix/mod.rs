@@ -1,7 +1,9 @@
 //! Fixes as minimal text edits, modelled on ruff: an [`Edit`] replaces one range, a [`Fix`] is a
 //! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
 
+mod emit;
 mod need;
+mod overlay;
 mod plan;
 mod policy;
 pub mod suggest;
@@ -9,8 +11,10 @@ mod write;
 
 use std::collections::BTreeSet;
 
-pub use plan::plan;
+pub use plan::{Plan, plan};
+pub use policy::Refusal;
 
+use crate::constraints;
 use crate::lint::{Finding, Linter, Report};
 use crate::parsed::Parsed;
 use crate::rules::Applicability;
@@ -173,6 +177,9 @@ pub struct FixResult {
     pub claimed: Vec<Finding>,
     /// What people should know about the applied fixes (anchors whose users all change).
     pub notes: Vec<String>,
+    /// Findings whose fix was left out because Kubernetes would refuse the result, each with
+    /// the reason (also among `notes`).
+    pub refused: Vec<(Finding, String)>,
     /// Rules whose unsafe fixes were applied.
     pub unsafe_rules: BTreeSet<String>,
     /// Where in the original text the first pass edited for each finding it resolved, so a
@@ -242,10 +249,32 @@ pub fn fix_parsed(
     let mut notes = Vec::new();
     let mut unsafe_rules = BTreeSet::new();
     let mut origins = Vec::new();
+    let mut refused: Vec<(Finding, String)> = Vec::new();
     for pass in 1..=MAX_PASSES {
         let current = owned.as_ref().unwrap_or(parsed);
-        let fixes = plan(current, &report.findings, min);
-        let (text, applied) = apply(&current.file().text, &fixes, min);
+        let Plan {
+            mut fixes,
+            refusals,
+        } = plan(current, &report.findings, min, linter.workload_kinds());
+        for r in refusals {
+            let reason = r.reason(min);
+            for &f in &r.findings {
+                let finding = &report.findings[f];
+                if refused
+                    .iter()
+                    .any(|(g, why)| same_finding(g, finding) && *why == reason)
+                {
+                    continue;
+                }
+                let note = format!("{}: [{}] {reason}", object_of(finding), finding.rule);
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+                refused.push((finding.clone(), reason.clone()));
+            }
+        }
+        let (text, applied, next) =
+            apply_within_constraints(linter, current, &mut fixes, min, &mut notes);
         for &i in &applied {
             let fix = &fixes[i];
             notes.extend(fix.note.clone().filter(|n| !notes.contains(n)));
@@ -273,14 +302,14 @@ pub fn fix_parsed(
                 notes,
                 unsafe_rules,
                 origins,
+                refused,
                 remaining: report,
                 passes: pass - 1,
             });
         }
-        let next = Parsed::new(
-            SourceFile::new(file.path.clone(), text),
-            &linter.settings.limits,
-        );
+        let Some(next) = next else {
+            unreachable!("a changed text is parsed by apply_within_constraints")
+        };
         // A fix may not add a syntax error the text did not have.
         let new_error = syntax_errors(&next)
             .find(|e| !syntax_errors(current).any(|old| old.message == e.message));
@@ -307,6 +336,103 @@ pub fn fix_parsed(
         path: file.path.clone(),
         passes: MAX_PASSES,
     })
+}
+
+/// How a note names the object a finding is about.
+fn object_of(f: &Finding) -> String {
+    f.object
+        .as_ref()
+        .map_or_else(|| format!("document {}", f.document + 1), |o| o.to_string())
+}
+
+/// The post-check, in one place for every rule's fixes: apply the fixes, and if the result
+/// has a combination Kubernetes refuses that the text did not have, withhold every fix in
+/// the objects concerned and apply again. The planner already leaves such needs out
+/// (`policy::enforce`), so this only fires on a planner bug; it keeps the promise anyway.
+/// Returns the text, the fixes applied, and the text's parse when it changed.
+fn apply_within_constraints(
+    linter: &Linter<'_>,
+    current: &Parsed,
+    fixes: &mut [Fix],
+    min: Applicability,
+    notes: &mut Vec<String>,
+) -> (String, Vec<usize>, Option<Parsed>) {
+    let file = current.file();
+    let found = |p: &Parsed| -> Vec<(usize, constraints::Found)> {
+        p.stream()
+            .documents
+            .iter()
+            .enumerate()
+            .flat_map(|(d, doc)| {
+                constraints::found_in(doc, linter.workload_kinds())
+                    .into_iter()
+                    .map(move |f| (d, f))
+            })
+            .collect()
+    };
+    let before = found(current);
+    let same = |a: &(usize, constraints::Found), b: &(usize, constraints::Found)| {
+        a.0 == b.0
+            && a.1.constraint == b.1.constraint
+            && a.1.object == b.1.object
+            && a.1.container == b.1.container
+    };
+    loop {
+        let (text, applied) = apply(&file.text, fixes, min);
+        if applied.is_empty() || text == file.text {
+            return (text, applied, None);
+        }
+        let next = Parsed::new(
+            SourceFile::new(file.path.clone(), text.clone()),
+            &linter.settings.limits,
+        );
+        let new: Vec<_> = found(&next)
+            .into_iter()
+            .filter(|f| !before.iter().any(|b| same(b, f)))
+            .collect();
+        if new.is_empty() {
+            return (text, applied, Some(next));
+        }
+        let mut withheld = false;
+        for (d, f) in &new {
+            let Some(doc) = current.stream().documents.get(*d) else {
+                continue;
+            };
+            let ranges: Vec<TextRange> = constraints::workloads(doc, linter.workload_kinds())
+                .iter()
+                .filter(|(w, _)| constraints::object_key(w) == f.object)
+                .map(|(w, _)| doc.node(w.object.node).range)
+                .collect();
+            for &i in &applied {
+                let inside = fixes[i].edits.iter().any(|e| {
+                    ranges
+                        .iter()
+                        .any(|r| r.start() <= e.range.start() && e.range.end() <= r.end())
+                });
+                if inside {
+                    fixes[i].edits.clear();
+                    withheld = true;
+                }
+            }
+            let (who, says) = constraints::CONSTRAINTS
+                .iter()
+                .find(|c| c.id == f.constraint)
+                .map_or(("Kubernetes refuses", f.constraint), |c| {
+                    (c.enforcer.name(), c.says)
+                });
+            let note = format!(
+                "fixes of {} withheld: {who} the result: \"{says}\" (a bug: please report it)",
+                f.object
+            );
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        if !withheld {
+            // Nothing of ours is inside: leave the text as it was rather than loop.
+            return (file.text.clone(), Vec::new(), None);
+        }
+    }
 }
 
 fn syntax_errors(parsed: &Parsed) -> impl Iterator<Item = &crate::yaml::YamlError> {
@@ -383,5 +509,43 @@ mod tests {
         let mut f = fix(vec![Edit::insertion(3, "x")], Applicability::Safe);
         f.downgrade_if_touching(&[TextRange::new(5, 8)]);
         assert_eq!(f.applicability, Applicability::Safe);
+    }
+
+    #[test]
+    fn the_post_check_withholds_a_fix_kubernetes_would_refuse() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: a\n      securityContext:\n        privileged: true\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: q\nspec:\n  hostPID: true\n";
+        let registry = crate::rules::Registry::builtin().unwrap();
+        let linter = Linter::new(&registry, crate::lint::Settings::default());
+        let parsed = Parsed::new(SourceFile::new("p.yaml", text), &linter.settings.limits);
+        // As a planner bug would write it: allowPrivilegeEscalation: false beside privileged.
+        let at = text.find("        privileged").unwrap();
+        let host_pid = text.find("  hostPID: true\n").unwrap();
+        let mut fixes = vec![
+            fix(
+                vec![Edit::insertion(
+                    at,
+                    "        allowPrivilegeEscalation: false\n",
+                )],
+                Applicability::Safe,
+            ),
+            fix(
+                vec![Edit::deletion(TextRange::new(host_pid, text.len()))],
+                Applicability::Safe,
+            ),
+        ];
+        let mut notes = Vec::new();
+        let (fixed, applied, next) = apply_within_constraints(
+            &linter,
+            &parsed,
+            &mut fixes,
+            Applicability::Safe,
+            &mut notes,
+        );
+        // The other object's fix stays; the refused one is withheld, with a note.
+        assert_eq!(applied, [1]);
+        assert_eq!(fixed, &text[..host_pid]);
+        assert!(next.is_some());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("fixes of Pod/p withheld"), "{notes:?}");
     }
 }

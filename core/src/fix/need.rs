@@ -21,4 +21,6 @@ pub(super) struct Need {
     pub rule: String,
     /// Indices of the findings it came from.
     pub findings: Vec<usize>,
+    /// For a need hoisted to the pod: the container-level needs it stands for.
+    pub from: Vec<Need>,
 }

@@ -9,16 +9,30 @@ use crate::lint::Finding;
 use crate::parsed::Parsed;
 use crate::rules::eval::Target;
 use crate::rules::{Applicability, FixAction};
+use crate::workloads::WorkloadKinds;
 use crate::yaml::{Document, NodeId};
 
 use super::Fix;
 use super::need::Need;
-use super::policy::{KEY_ORDER, guard, hoist};
+use super::policy::{KEY_ORDER, Refusal, enforce, hoist};
 use super::write::{Action, Writer, anchor_note, detect_style};
+
+/// The fixes for one file's findings, and the needs left out because Kubernetes would refuse
+/// what they write.
+#[derive(Debug)]
+pub struct Plan {
+    pub fixes: Vec<Fix>,
+    pub refusals: Vec<Refusal>,
+}
 
 /// Plan fixes for the findings of one file; only needs at or above `min` are planned, so a
 /// created block never carries an edit the caller did not ask for.
-pub fn plan(parsed: &Parsed, findings: &[Finding], min: Applicability) -> Vec<Fix> {
+pub fn plan(
+    parsed: &Parsed,
+    findings: &[Finding],
+    min: Applicability,
+    kinds: &WorkloadKinds,
+) -> Plan {
     let file = parsed.file();
     let stream = parsed.stream();
     parsed.reset_budgets();
@@ -46,10 +60,11 @@ pub fn plan(parsed: &Parsed, findings: &[Finding], min: Applicability) -> Vec<Fi
         }
     }
     hoist(docs, &mut needs);
-    guard(docs, &mut needs);
     for n in &mut needs {
         rebase(&docs[n.doc], n);
     }
+    dedup(&mut needs);
+    let refusals = enforce(docs, &mut needs, rebase, kinds);
     dedup(&mut needs);
 
     let mut fixes = Vec::new();
@@ -90,7 +105,7 @@ pub fn plan(parsed: &Parsed, findings: &[Finding], min: Applicability) -> Vec<Fi
         fix.downgrade_if_touching(&stream.comments);
         fixes.push(fix);
     }
-    fixes
+    Plan { fixes, refusals }
 }
 
 fn need_for(
@@ -116,6 +131,7 @@ fn need_for(
         applicability,
         rule: rule.to_string(),
         findings: vec![finding],
+        from: Vec::new(),
     })
 }
 
@@ -197,6 +213,7 @@ fn dedup(needs: &mut Vec<Need>) {
         match first.get(&key) {
             Some(&i) => {
                 out[i].findings.extend(n.findings);
+                out[i].from.extend(n.from);
                 out[i].applicability = out[i].applicability.min(n.applicability);
             }
             None => {

@@ -1,11 +1,14 @@
 //! Kubernetes policy for fixes: which settings a container inherits from its pod (so one pod
 //! edit fixes every container), the order of keys in a new `securityContext`, and the
-//! combinations the API server rejects, which no plan may write.
+//! enforcement of what Kubernetes refuses (`crate::constraints`), which no plan may write.
 
-use crate::rules::Literal;
-use crate::yaml::{Document, NodeId, Plain};
+use crate::constraints::{self, Constraint, Violation, Written};
+use crate::rules::Applicability;
+use crate::workloads::WorkloadKinds;
+use crate::yaml::Document;
 
 use super::need::Need;
+use super::overlay::Overlay;
 use super::write::Action;
 
 /// Fields a container inherits from the pod's `securityContext`: one pod-level edit fixes every
@@ -49,48 +52,111 @@ pub(super) fn hoist(docs: &[Document], needs: &mut [Need]) {
         if doc.get_path(n.base, &keys).is_some_and(|v| !doc.is_null(v)) {
             continue;
         }
+        // Kept whole, so that the need can go back if the pod-level value breaks a
+        // constraint for another container.
+        let container_level = n.clone();
         n.base = pod;
+        n.from = vec![container_level];
     }
 }
 
-/// Never write what the API server would reject: `allowPrivilegeEscalation: false` beside
-/// `privileged: true` or an added CAP_SYS_ADMIN (unless the same plan removes those).
-pub(super) fn guard(docs: &[Document], needs: &mut Vec<Need>) {
-    let snapshot = needs.clone();
-    needs.retain(|n| {
-        if n.path.last().map(String::as_str) != Some("allowPrivilegeEscalation")
-            || !matches!(n.action, Action::Set(Literal::Bool(false)))
-        {
-            return true;
+/// A planned need dropped because it would complete a combination Kubernetes refuses.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Indices of the findings the need came from.
+    pub findings: Vec<usize>,
+    /// The container whose settings make the fix impossible.
+    pub container: Option<String>,
+    pub constraint: &'static Constraint,
+}
+
+impl Refusal {
+    /// For people: what was not done and why, and, when the fixes planned are the safe ones
+    /// only, the unsafe change that would make it possible.
+    pub fn reason(&self, min: Applicability) -> String {
+        let c = self.constraint;
+        let mut out = format!(
+            "not fixed{}: {} ({} \"{}\")",
+            self.container
+                .as_deref()
+                .map(|c| format!(" in container {c}"))
+                .unwrap_or_default(),
+            c.why,
+            c.enforcer.name(),
+            c.says
+        );
+        if let Some(companion) = c.companion.filter(|_| min > Applicability::Unsafe) {
+            out += &format!("; {companion}");
         }
-        let doc = &docs[n.doc];
-        let privileged = doc
-            .get_path(n.base, &["securityContext", "privileged"])
-            .and_then(|v| doc.scalar(v))
-            .is_some_and(|s| s.resolved() == Plain::Bool(true));
-        let unprivileging = snapshot.iter().any(|o| {
-            o.doc == n.doc
-                && o.base == n.base
-                && o.path.last().map(String::as_str) == Some("privileged")
-                && matches!(o.action, Action::Set(Literal::Bool(false)))
-        });
-        let sys_admin: Vec<NodeId> = doc
-            .get_path(n.base, &["securityContext", "capabilities", "add"])
-            .map(|add| doc.items(add).to_vec())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|&i| {
-                doc.str_value(i).is_some_and(|s| {
-                    let s = s.trim().to_ascii_uppercase();
-                    s == "SYS_ADMIN" || s == "CAP_SYS_ADMIN"
-                })
-            })
-            .collect();
-        let removed = |item: NodeId| {
-            snapshot
-                .iter()
-                .any(|o| o.doc == n.doc && matches!(o.action, Action::RemoveItem(i) if i == item))
-        };
-        (!privileged || unprivileging) && sys_admin.iter().all(|&i| removed(i))
-    });
+        out
+    }
+}
+
+/// The most rounds of dropping needs: each round drops at least one, and a dropped need can
+/// only expose a combination that another need completes.
+const MAX_ROUNDS: usize = 16;
+
+/// Never plan what Kubernetes refuses: check every workload as the plan would leave it
+/// against the constraint table, and drop each planned need that completes a refused
+/// combination which the text does not already have. A need hoisted to the pod goes back to
+/// the containers it came from, so that one container's conflict does not cost the others
+/// their fix. `rebase` puts needs back in the form the overlay reads.
+pub(super) fn enforce(
+    docs: &[Document],
+    needs: &mut Vec<Need>,
+    rebase: impl Fn(&Document, &mut Need),
+    kinds: &WorkloadKinds,
+) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
+    let mut doc_indices: Vec<usize> = needs.iter().map(|n| n.doc).collect();
+    doc_indices.sort_unstable();
+    doc_indices.dedup();
+    for d in doc_indices {
+        let doc = &docs[d];
+        for (workload, containers) in constraints::workloads(doc, kinds) {
+            let already: Vec<(&str, Option<usize>)> =
+                constraints::check(&Written(doc), &workload, &containers)
+                    .iter()
+                    .map(|v| (v.constraint.id, v.container))
+                    .collect();
+            for _ in 0..MAX_ROUNDS {
+                let overlay = Overlay {
+                    doc,
+                    doc_index: d,
+                    needs,
+                };
+                let new: Vec<Violation> = constraints::check(&overlay, &workload, &containers)
+                    .into_iter()
+                    .filter(|v| !already.contains(&(v.constraint.id, v.container)))
+                    .filter(|v| !v.by.is_empty())
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                let mut culprits: Vec<(usize, &Violation)> = new
+                    .iter()
+                    .flat_map(|v| v.by.iter().map(move |&i| (i, v)))
+                    .collect();
+                culprits.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+                culprits.dedup_by_key(|(i, _)| *i);
+                for (i, v) in culprits {
+                    let need = needs.remove(i);
+                    if need.from.is_empty() {
+                        refusals.push(Refusal {
+                            findings: need.findings,
+                            container: v.container.map(|c| containers[c].display_name()),
+                            constraint: v.constraint,
+                        });
+                    } else {
+                        // Back to the containers, each to be checked on its own.
+                        for mut n in need.from {
+                            rebase(doc, &mut n);
+                            needs.push(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    refusals
 }

@@ -1,15 +1,19 @@
 //! Format-preserving YAML writing: given a node and a path below it, set a scalar, add a
 //! sequence item, remove an entry or an item, or append to a scalar, with the smallest edits,
-//! in the file's own style (indent width, dash indentation, line endings, flow or block). It
+//! in the file's own style (`emit`: indent width, dash indentation, line endings, flow or block). It
 //! knows YAML, not Kubernetes: which edits to make is the planner's and the policy's business.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::rules::Literal;
 use crate::source::{SourceFile, TextRange};
-use crate::yaml::{self, Document, Entry, NodeId, NodeKind, Plain, ScalarStyle};
+use crate::yaml::{Document, Entry, NodeId, NodeKind, ScalarStyle};
 
 use super::Edit;
+pub use super::emit::{Style, detect_style};
+use super::emit::{
+    Tree, Value, render_block, render_flow_entries, render_flow_items, render_scalar,
+};
 
 /// What to do at the end of a path.
 #[derive(Debug, Clone)]
@@ -20,124 +24,6 @@ pub enum Action {
     RemoveItem(NodeId),
     /// Append text to a scalar's value (inside its quotes).
     Append(NodeId, String),
-}
-
-/// The file's formatting habits, so generated YAML looks like its neighbours.
-#[derive(Debug, Clone, Copy)]
-pub struct Style {
-    pub indent: usize,
-    /// Columns between a key and the dashes of its block sequence (0 or the indent).
-    pub dash: usize,
-    pub nl: &'static str,
-}
-
-pub fn detect_style(file: &SourceFile, docs: &[Document]) -> Style {
-    let mut indents: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut dashes: BTreeMap<usize, usize> = BTreeMap::new();
-    let col = |offset: usize| file.byte_column(offset);
-    for doc in docs {
-        for (_, node) in doc.nodes() {
-            let NodeKind::Mapping {
-                entries,
-                flow: false,
-            } = &node.kind
-            else {
-                continue;
-            };
-            for e in entries {
-                let key_col = col(doc.node(e.key).range.start());
-                let value = doc.node(e.value);
-                match &value.kind {
-                    NodeKind::Mapping {
-                        entries: inner,
-                        flow: false,
-                    } if !inner.is_empty() => {
-                        let child = col(doc.node(inner[0].key).range.start());
-                        if child > key_col
-                            && file.lines.line_of(value.range.start())
-                                != file.lines.line_of(doc.node(e.key).range.start())
-                        {
-                            *indents.entry(child - key_col).or_default() += 1;
-                        }
-                    }
-                    NodeKind::Sequence { flow: false, .. } => {
-                        let dash = col(value.range.start());
-                        if dash >= key_col {
-                            *dashes.entry(dash - key_col).or_default() += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let most = |m: &BTreeMap<usize, usize>, default: usize| {
-        m.iter()
-            .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
-            .map_or(default, |(k, _)| *k)
-    };
-    let indent = most(&indents, 2).clamp(1, 8);
-    Style {
-        indent,
-        dash: most(&dashes, indent),
-        nl: file.line_ending(),
-    }
-}
-
-/// Keys to create under one existing node, merged from several needs.
-#[derive(Debug, Default, Clone)]
-struct Tree {
-    keys: Vec<(String, Value)>,
-}
-
-#[derive(Debug, Clone)]
-enum Value {
-    Scalar(Literal),
-    Items(Vec<String>),
-    Map(Tree),
-}
-
-impl Tree {
-    fn insert(&mut self, path: &[String], leaf: Value) {
-        let Some((first, rest)) = path.split_first() else {
-            return;
-        };
-        let pos = self.keys.iter().position(|(k, _)| k == first);
-        if rest.is_empty() {
-            match pos {
-                Some(i) => {
-                    if let (Value::Items(have), Value::Items(more)) = (&mut self.keys[i].1, &leaf) {
-                        have.extend(
-                            more.iter()
-                                .filter(|m| !have.contains(m))
-                                .cloned()
-                                .collect::<Vec<_>>(),
-                        );
-                    } else {
-                        self.keys[i].1 = leaf;
-                    }
-                }
-                None => self.keys.push((first.clone(), leaf)),
-            }
-            return;
-        }
-        let i = match pos {
-            Some(i) => i,
-            None => {
-                self.keys.push((first.clone(), Value::Map(Tree::default())));
-                self.keys.len() - 1
-            }
-        };
-        if let Value::Map(sub) = &mut self.keys[i].1 {
-            sub.insert(rest, leaf);
-        }
-    }
-
-    fn sorted(&self, order: &[&str]) -> Vec<&(String, Value)> {
-        let mut keys: Vec<&(String, Value)> = self.keys.iter().collect();
-        keys.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
-        keys
-    }
 }
 
 /// Where new keys go.
@@ -198,6 +84,13 @@ impl Writer<'_> {
     /// Walk `path` from `base` as far as mappings exist.
     fn walk(&self, base: NodeId, path: &[String]) -> Walk {
         let doc = self.doc;
+        // No path: the base is the value itself (an annotation's value), under its own key.
+        if path.is_empty() {
+            return match (doc.key_of(base), doc.resolve(base)) {
+                (Some(key), Some(value)) => Walk::Found(Entry { key, value: base }, value),
+                _ => Walk::Blocked,
+            };
+        }
         let Some(mut node) = doc.resolve(base) else {
             return Walk::Blocked;
         };
@@ -419,7 +312,31 @@ impl Writer<'_> {
     /// Remove the collected entries or items of each collection together, so that neighbours'
     /// separators are handled once.
     fn flush_removals(&mut self) {
-        let removals = std::mem::take(&mut self.removals);
+        let mut removals = std::mem::take(&mut self.removals);
+        // A block sequence losing every item goes with its key: a bare `add:` is null, which
+        // reads as "unset" to some tools and as an error to strict ones. (A flow one becomes
+        // `[]`; an anchored one stays, as its aliases need it.)
+        let emptied: Vec<NodeId> = removals
+            .iter()
+            .filter(|(seq, indices)| {
+                let node = self.doc.node(**seq);
+                matches!(&node.kind, NodeKind::Sequence { items, flow: false } if items.len() == indices.len())
+                    && node.anchor.is_none()
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in emptied {
+            let Some(map) = self.doc.node(seq).parent else {
+                continue;
+            };
+            let NodeKind::Mapping { entries, .. } = &self.doc.node(map).kind else {
+                continue;
+            };
+            if let Some(index) = entries.iter().position(|e| e.value == seq) {
+                removals.remove(&seq);
+                removals.entry(map).or_default().insert(index);
+            }
+        }
         self.removed = removals.clone();
         for (parent, indices) in removals {
             let doc = self.doc;
@@ -708,82 +625,6 @@ fn insert_block(at: usize, had_nl: bool, block: &str, nl: &str) -> Edit {
 
 fn insert_line(at: usize, had_nl: bool, line: &str, nl: &str) -> Edit {
     insert_block(at, had_nl, &format!("{line}{nl}"), nl)
-}
-
-fn render_block(tree: &Tree, indent: usize, style: Style, order: &[&str]) -> String {
-    let mut out = String::new();
-    let pad = " ".repeat(indent);
-    for (key, value) in tree.sorted(order) {
-        match value {
-            Value::Scalar(v) => {
-                out += &format!(
-                    "{pad}{key}: {}{}",
-                    render_scalar(v, ScalarStyle::Plain),
-                    style.nl
-                );
-            }
-            Value::Items(items) => {
-                out += &format!("{pad}{key}:{}", style.nl);
-                for item in items {
-                    out += &format!(
-                        "{}- {}{}",
-                        " ".repeat(indent + style.dash),
-                        render_scalar(&Literal::Str(item.clone()), ScalarStyle::Plain),
-                        style.nl
-                    );
-                }
-            }
-            Value::Map(sub) => {
-                out += &format!("{pad}{key}:{}", style.nl);
-                out += &render_block(sub, indent + style.indent, style, order);
-            }
-        }
-    }
-    out
-}
-
-/// `[A, B]`
-fn render_flow_items(items: &[String]) -> String {
-    let items: Vec<String> = items
-        .iter()
-        .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
-        .collect();
-    format!("[{}]", items.join(", "))
-}
-
-fn render_flow_entries(tree: &Tree, order: &[&str]) -> String {
-    tree.sorted(order)
-        .iter()
-        .map(|(key, value)| match value {
-            Value::Scalar(v) => format!("{key}: {}", render_scalar(v, ScalarStyle::Plain)),
-            Value::Items(items) => format!("{key}: {}", render_flow_items(items)),
-            Value::Map(sub) => format!("{key}: {{{}}}", render_flow_entries(sub, order)),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A literal as YAML, in the quoting style of the value it replaces where that is possible.
-fn render_scalar(value: &Literal, like: ScalarStyle) -> String {
-    match value {
-        Literal::Bool(b) => b.to_string(),
-        Literal::Int(i) => i.to_string(),
-        Literal::Str(s) => {
-            let plain_ok = !s.is_empty()
-                && matches!(yaml::resolve_plain(s), Plain::Str(_))
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.'))
-                && !s.starts_with(['-', '.']);
-            match like {
-                ScalarStyle::SingleQuoted => format!("'{}'", s.replace('\'', "''")),
-                ScalarStyle::DoubleQuoted => {
-                    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-                }
-                _ if plain_ok => s.clone(),
-                _ => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
-            }
-        }
-    }
 }
 
 /// When an edit lands inside an anchored node that aliases reuse, every user changes: say so.

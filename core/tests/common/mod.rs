@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kubeharden_core::constraints;
 use kubeharden_core::fix::{FixResult, fix_file, suggest};
 use kubeharden_core::lint::Linter;
 use kubeharden_core::rules::Applicability;
@@ -170,9 +171,57 @@ fn allowed(path: &str) -> bool {
     false
 }
 
+/// Combinations Kubernetes refuses (`kubeharden_core::constraints`) that `after` has and
+/// `before` had not, by document, object and container.
+pub fn new_refusals(before: &str, after: &str) -> Vec<String> {
+    let kinds =
+        kubeharden_core::workloads::WorkloadKinds::builtin().expect("shipped workload kinds");
+    let found = |text: &str| -> Vec<String> {
+        yaml::parse(text, &Limits::default())
+            .documents
+            .iter()
+            .enumerate()
+            .flat_map(|(d, doc)| {
+                constraints::found_in(doc, &kinds)
+                    .into_iter()
+                    .map(move |f| {
+                        format!(
+                            "document {d}: {} container {:?}: {}",
+                            f.object, f.container, f.constraint
+                        )
+                    })
+            })
+            .collect()
+    };
+    let old = found(before);
+    found(after)
+        .into_iter()
+        .filter(|f| !old.contains(f))
+        .collect()
+}
+
+/// Neither the safe nor the unsafe fixes may leave a combination Kubernetes refuses, and the
+/// planner, not the post-check, must have kept them out.
+fn check_constraints(result: &FixResult, path: &str, text: &str) -> Result<(), String> {
+    let refused = new_refusals(text, &result.fixed);
+    if !refused.is_empty() {
+        return Err(format!(
+            "{path}: the fixed text has what Kubernetes refuses: {refused:?}\n{}",
+            result.fixed
+        ));
+    }
+    if let Some(n) = result.notes.iter().find(|n| n.contains("withheld")) {
+        return Err(format!("{path}: the post-check had to step in: {n}"));
+    }
+    Ok(())
+}
+
 pub fn check(linter: &Linter<'_>, path: &str, text: &str) -> Result<FixResult, String> {
     let file = SourceFile::new(path, text);
+    let safe = fix_file(linter, &file, Applicability::Safe).map_err(|e| e.to_string())?;
+    check_constraints(&safe, path, text)?;
     let result = fix_file(linter, &file, Applicability::Unsafe).map_err(|e| e.to_string())?;
+    check_constraints(&result, path, text)?;
     let fixed = &result.fixed;
     if fixed == text {
         return Ok(result);
