@@ -14,6 +14,7 @@ use crate::k8s::KubeVersion;
 use crate::lint::Settings;
 use crate::rules::{Profile, Registry, Severity};
 use crate::source::{SourceFile, TextRange};
+use crate::workloads::{KindEntry, parse_entries};
 use crate::yaml::{self, de::from_node};
 
 /// Files KubeHarden reads as manifests.
@@ -41,6 +42,10 @@ struct Raw {
     images: Images,
     #[serde(default)]
     limits: RawLimits,
+    /// Kinds that run pods beyond the built-in ones (in-house operators), or that override
+    /// where a built-in kind's pods are.
+    #[serde(default)]
+    workloads: Vec<KindEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +171,8 @@ pub struct Config {
     pub images: Images,
     /// The largest file parsed (default 2 MiB, at most [`ByteSize::CEILING`]).
     pub max_file_size: Option<ByteSize>,
+    /// Kinds that run pods, as `rules/workloads/*.yaml` gives them.
+    pub workloads: Vec<KindEntry>,
     include_set: Option<GlobSet>,
     exclude_set: Option<GlobSet>,
 }
@@ -318,6 +325,24 @@ impl Config {
         };
         let include_set = globs("include", &raw.paths.include);
         let exclude_set = globs("exclude", &raw.paths.exclude);
+        let workloads = match parse_entries(
+            doc,
+            doc.get(root, "workloads"),
+            raw.workloads,
+            &|range, message| problem(range, message),
+        ) {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| KindEntry {
+                    origin: path.to_string(),
+                    ..e
+                })
+                .collect(),
+            Err(p) => {
+                problems.push(*p);
+                Vec::new()
+            }
+        };
         if !problems.is_empty() {
             return Err(fail(problems));
         }
@@ -333,6 +358,7 @@ impl Config {
             exclude: raw.paths.exclude,
             images: raw.images,
             max_file_size: raw.limits.max_file_size,
+            workloads,
             include_set,
             exclude_set,
         })
@@ -375,6 +401,7 @@ impl Config {
         if let Some(f) = self.images.fail_on {
             s.images.fail_on = f;
         }
+        s.workloads = self.workloads.clone();
         s
     }
 }

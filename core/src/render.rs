@@ -31,14 +31,8 @@ pub fn text(report: &Report, color: bool, verbose: bool) -> String {
             paint("2", &format!("[{}]", f.rule)),
             f.message
         );
-        match (&f.object, &f.container) {
-            (Some(o), Some(c)) => {
-                let _ = write!(out, " ({o}, container \"{c}\")");
-            }
-            (Some(o), None) => {
-                let _ = write!(out, " ({o})");
-            }
-            _ => {}
+        if let Some(subject) = f.subject() {
+            let _ = write!(out, " ({subject})");
         }
         out.push('\n');
     }
@@ -125,6 +119,7 @@ fn finding_json(f: &Finding) -> Value {
         "kind": f.object.as_ref().map(|o| &o.kind),
         "name": f.object.as_ref().and_then(|o| o.name.as_ref()),
         "namespace": f.object.as_ref().and_then(|o| o.namespace.as_ref()),
+        "pod": f.pod,
         "container": f.container,
         "fixable": f.fixable,
     })
@@ -200,10 +195,9 @@ pub fn sarif(report: &Report, rules: &[&Rule]) -> String {
 }
 
 fn sarif_message(f: &Finding) -> String {
-    match (&f.object, &f.container) {
-        (Some(o), Some(c)) => format!("{} ({o}, container \"{c}\")", f.message),
-        (Some(o), None) => format!("{} ({o})", f.message),
-        _ => f.message.clone(),
+    match f.subject() {
+        Some(subject) => format!("{} ({subject})", f.message),
+        None => f.message.clone(),
     }
 }
 

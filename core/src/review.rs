@@ -95,11 +95,20 @@ fn fingerprint(path: &str, findings: &[&Finding]) -> String {
         .iter()
         .map(|f| {
             let object = f.object.as_ref().map(|o| o.to_string()).unwrap_or_default();
-            format!(
-                "{object}|{}|{}",
-                f.container.as_deref().unwrap_or(""),
-                f.rule
-            )
+            // The pod is part of what a comment is about only where an object runs several,
+            // so fingerprints of single-pod objects stay those of earlier reviews.
+            match &f.pod {
+                Some(pod) => format!(
+                    "{object}|{pod}|{}|{}",
+                    f.container.as_deref().unwrap_or(""),
+                    f.rule
+                ),
+                None => format!(
+                    "{object}|{}|{}",
+                    f.container.as_deref().unwrap_or(""),
+                    f.rule
+                ),
+            }
         })
         .collect();
     keys.sort();
@@ -272,12 +281,8 @@ fn annotation(f: &Finding) -> Annotation {
         Severity::Note => AnnotationLevel::Notice,
     };
     let mut message = f.message.clone();
-    if let Some(o) = &f.object {
-        let _ = write!(message, " ({o}");
-        if let Some(c) = &f.container {
-            let _ = write!(message, ", container \"{c}\"");
-        }
-        message.push(')');
+    if let Some(subject) = f.subject() {
+        let _ = write!(message, " ({subject})");
     }
     Annotation {
         path: f.path.clone(),
@@ -318,6 +323,13 @@ fn comment_body(
             .iter()
             .find_map(|f| f.object.as_ref().map(|o| code(&o.to_string())))
             .unwrap_or_else(|| "this object".into()),
+    };
+    // Which pod, where the object runs several (a RayCluster's head and each worker group).
+    let pods: std::collections::BTreeSet<Option<&str>> =
+        findings.iter().map(|f| f.pod.as_deref()).collect();
+    let subject = match pods.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(p)] => format!("{subject} (pod {})", code(p)),
+        _ => subject,
     };
     let _ = writeln!(
         body,

@@ -44,6 +44,10 @@ fn all_workloads_are_found_and_host_counts_agree_with_checkov_and_trivy() {
     assert_eq!(count("invalid-yaml"), 0);
 }
 
+/// `report.workloads_by_kind` over every corpus file.
+const CORPUS_WORKLOADS_BY_KIND: &str =
+    "DaemonSet=36 Deployment=847 Job=48 Pod=156 ReplicationController=70 StatefulSet=52";
+
 #[test]
 fn every_corpus_file_lints_without_panicking() {
     let Some(dir) = corpus() else {
@@ -66,6 +70,16 @@ fn every_corpus_file_lints_without_panicking() {
     let linter = Linter::new(&registry, Settings::default());
     let report = linter.lint_files(&sources);
     assert_eq!(report.files, files.len());
+    // Workloads per kind over every file (1209 in all), the same before pod locations became
+    // data: the corpus holds no operator objects, only their CRDs (kuberay, spark-operator),
+    // which run no pods. One Deployment hides in a file over the 2 MiB default limit.
+    let by_kind: Vec<String> = report
+        .workloads_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    eprintln!("corpus workloads by kind: {}", by_kind.join(" "));
+    assert_eq!(by_kind.join(" "), CORPUS_WORKLOADS_BY_KIND, "{by_kind:?}");
     // Each finding points inside its file.
     for f in &report.findings {
         let source = sources.iter().find(|s| s.path == f.path).unwrap();

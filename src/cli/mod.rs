@@ -125,29 +125,38 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// The built-in rules, with the rule files of `dir` added or overriding them.
+/// The built-in rules, with the rule files of `dir` added or overriding them, and the kinds
+/// that run pods of its `workloads/` folder.
 pub(crate) fn registry(dir: Option<&Path>) -> Result<Registry> {
     let mut registry = Registry::builtin().context("built-in rules are broken")?;
     if let Some(dir) = dir {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read rules from {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| kubeharden_core::config::is_yaml(&p.to_string_lossy()))
-            .collect();
-        paths.sort();
-        let mut files = Vec::new();
-        for path in paths {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            files.push((path.display().to_string(), text));
+        let files = yaml_files_in(dir)?;
+        registry.extend(files.iter().map(|(o, t)| (o.clone(), t.as_str())))?;
+        let workloads = dir.join("workloads");
+        if workloads.is_dir() {
+            let files = yaml_files_in(&workloads)?;
+            registry.extend_workloads(files.iter().map(|(o, t)| (o.clone(), t.as_str())))?;
         }
-        registry.extend(
-            files
-                .iter()
-                .map(|(origin, text)| (origin.clone(), text.as_str())),
-        )?;
     }
     Ok(registry)
+}
+
+/// The YAML files directly in `dir`, as (path, text), in name order.
+fn yaml_files_in(dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read rules from {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && kubeharden_core::config::is_yaml(&p.to_string_lossy()))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect()
 }
 
 /// The configuration file named on the command line, or the one found from here upwards.

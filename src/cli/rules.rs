@@ -15,6 +15,9 @@ pub struct RulesArgs {
     /// Print the rules as JSON.
     #[arg(long)]
     json: bool,
+    /// List the kinds that run pods (Kind.group) and the file that says where their pods are.
+    #[arg(long)]
+    workloads: bool,
     /// Write each rule's documentation page to DIR/<rule-id>.md.
     #[arg(long, value_name = "DIR")]
     write_docs: Option<PathBuf>,
@@ -37,7 +40,12 @@ pub fn list(args: RulesArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = String::new();
-    if args.json {
+    if args.workloads {
+        use std::fmt::Write;
+        for (kind, origin) in registry.workloads().summary() {
+            let _ = writeln!(out, "{kind:<45} {origin}");
+        }
+    } else if args.json {
         let rules: Vec<_> = registry.iter().collect();
         out = serde_json::to_string_pretty(&rules)? + "\n";
     } else {

@@ -1,6 +1,7 @@
 //! The `kubeharden` command line, run as a user runs it.
 
 mod readme;
+mod workloads;
 
 use std::io::Write;
 use std::path::Path;
@@ -71,6 +72,7 @@ fn json_has_the_documented_shape() {
         "kind",
         "name",
         "namespace",
+        "pod",
         "container",
         "fixable",
     ];

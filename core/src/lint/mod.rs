@@ -74,6 +74,23 @@ pub struct Finding {
     pub hit: Option<Hit>,
 }
 
+impl Finding {
+    /// What the finding is about, for people: the object, which of its pods when it runs
+    /// several, and the container (`RayCluster ml/train, pod spec.workerGroupSpecs[0].template.spec,
+    /// container "worker"`).
+    pub fn subject(&self) -> Option<String> {
+        let object = self.object.as_ref()?;
+        let mut s = object.to_string();
+        if let Some(p) = &self.pod {
+            s.push_str(&format!(", pod {p}"));
+        }
+        if let Some(c) = &self.container {
+            s.push_str(&format!(", container \"{c}\""));
+        }
+        Some(s)
+    }
+}
+
 /// Why something was not linted.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Skip {

@@ -139,10 +139,19 @@ fn allowed(path: &str) -> bool {
         "hostPID",
         "hostIPC",
     ];
+    // Pod spec containers first, then containers operators keep elsewhere (rules/workloads):
+    // Argo templates' `container`, `script` and `sidecars`, Tekton `steps` and `sidecars`, a
+    // Spark driver or executor as its own main container.
     for kind in [
         "containers[].",
         "initContainers[].",
         "ephemeralContainers[].",
+        "sidecars[].",
+        "steps[].",
+        ".container.",
+        ".script.",
+        ".driver.",
+        ".executor.",
     ] {
         if let Some(i) = path.find(kind) {
             let rest = &path[i + kind.len()..];
@@ -163,12 +172,13 @@ fn allowed(path: &str) -> bool {
                 .chain(CONTAINER_FIELDS)
                 .any(|f| *f == field || f.ends_with(&format!(".{field}")));
     }
-    for spec in [".spec.", ".template.spec.", "items[].spec."] {
-        if let Some(i) = path.rfind(spec) {
-            return POD_FIELDS.contains(&&path[i + spec.len()..]);
-        }
-    }
-    false
+    // Pod specs, and where operators keep pod fields (an Argo template, a workflow's spec).
+    [".spec.", "items[].spec.", ".templates[].", ".workflowSpec."]
+        .iter()
+        .any(|spec| {
+            path.rfind(spec)
+                .is_some_and(|i| POD_FIELDS.contains(&&path[i + spec.len()..]))
+        })
 }
 
 /// Combinations Kubernetes refuses (`kubeharden_core::constraints`) that `after` has and
