@@ -6,9 +6,14 @@
 //!   as child processes (`scan`);
 //! - feature `app`: the GitHub App: the webhook edge and workers (`server`), the durable queue
 //!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`),
-//!   the setup flow (`setup`).
+//!   the setup flow (`setup`);
+//! - feature `admission`: the admission webhook (`admission`), the same engine as an HTTPS
+//!   server the API server calls.
 
 pub mod metrics;
+
+#[cfg(feature = "admission")]
+pub mod admission;
 
 #[cfg(feature = "images")]
 pub mod registry;

@@ -168,6 +168,11 @@ pub fn is_pod_bearing_kind(kind: &str) -> bool {
     POD_SPEC_PATHS.iter().any(|(k, _)| *k == kind)
 }
 
+/// The kinds whose pod spec the linter knows where to find.
+pub fn pod_bearing_kinds() -> impl Iterator<Item = &'static str> {
+    POD_SPEC_PATHS.iter().map(|(k, _)| *k)
+}
+
 /// The pod spec of an object, if it is a workload.
 pub fn workload(doc: &Document, object: &Object) -> Option<Workload> {
     let known = POD_SPEC_PATHS
