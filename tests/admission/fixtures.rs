@@ -16,6 +16,33 @@ use crate::support::{TestServer, review};
 /// no YAML syntax and no alias to expand.
 const ABOUT_THE_TEXT: [&str; 3] = ["duplicate-key", "invalid-yaml", "yaml-limit"];
 
+/// One object of a fixture: its manifest text alone, as JSON, and how to route it.
+pub struct FixtureObject {
+    pub name: String,
+    pub manifest: String,
+    pub object: Value,
+    pub profile: String,
+    pub version: Option<String>,
+    pub settings: Settings,
+}
+
+impl FixtureObject {
+    pub fn query(&self) -> String {
+        self.version
+            .as_ref()
+            .map(|v| format!("?version={v}"))
+            .unwrap_or_default()
+    }
+
+    pub fn request(&self, operation: &str) -> Value {
+        let mut request = review(operation, &self.object, None);
+        if self.object["metadata"]["namespace"].is_null() {
+            request["request"]["namespace"] = Value::Null;
+        }
+        request
+    }
+}
+
 fn fixture_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("core/tests/fixtures/rules");
     let mut out = Vec::new();
@@ -53,18 +80,15 @@ fn route(text: &str) -> Option<(String, Option<String>)> {
     Some((profile, version))
 }
 
-#[tokio::test]
-async fn the_webhook_decides_as_lint_on_every_rule_fixture() {
-    let server = TestServer::start(None).await;
-    let mut client = server.client().await;
-    let registry = Registry::builtin().unwrap();
-    let (mut objects, mut skipped_files) = (0, Vec::new());
-    let mut problems = Vec::new();
+/// Every object of every fixture the webhook can be asked about, and the files left out
+/// (those that need facts a request cannot carry).
+pub fn fixture_objects(registry: &Registry) -> (Vec<FixtureObject>, Vec<String>) {
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for path in fixture_files() {
         let text = std::fs::read_to_string(&path).unwrap();
         let name = path.display().to_string();
         let Some((profile, version)) = route(&text) else {
-            skipped_files.push(name);
+            skipped.push(name);
             continue;
         };
         let mut settings = Settings {
@@ -74,7 +98,7 @@ async fn the_webhook_decides_as_lint_on_every_rule_fixture() {
         if let Some(v) = &version {
             settings.kube_version = v.parse().unwrap();
         }
-        let linter = Linter::new(&registry, settings);
+        let linter = Linter::new(registry, settings.clone());
         let stream = yaml::parse(&text, &Limits::default());
         let starts: Vec<usize> = stream.documents.iter().map(|d| d.range.start()).collect();
         for (i, doc) in stream.documents.iter().enumerate() {
@@ -86,79 +110,85 @@ async fn the_webhook_decides_as_lint_on_every_rule_fixture() {
             if object.get("kind").is_none() || depth(&object) > 100 {
                 continue;
             }
-            // `kubeharden lint` on this object's manifest alone: the webhook sees one object,
-            // never the ServiceAccount beside it in the file.
-            // (A document's range ends at its last node; its text runs to the next document.)
+            // A document's range ends at its last node; its text runs to the next document.
             let end = starts.get(i + 1).copied().unwrap_or(text.len());
-            let manifest = &text[doc.range.start()..end];
-            let report = linter.lint_files(&[SourceFile::new("object.yaml", manifest)]);
+            let manifest = text[doc.range.start()..end].to_string();
             // A text the API server never sees as such (an alias bomb, a duplicate key) is no
             // object to compare.
-            if report
-                .findings
-                .iter()
-                .any(|f| ABOUT_THE_TEXT.contains(&f.rule.as_str()))
+            let report = linter.lint_files(&[SourceFile::new("object.yaml", manifest.as_str())]);
+            if report.workloads == 0
+                || report
+                    .findings
+                    .iter()
+                    .any(|f| ABOUT_THE_TEXT.contains(&f.rule.as_str()))
             {
                 continue;
             }
-            let mut expected: BTreeMap<String, usize> = BTreeMap::new();
-            for f in report
-                .findings
-                .iter()
-                .filter(|f| !ABOUT_THE_TEXT.contains(&f.rule.as_str()))
-            {
-                *expected.entry(f.rule.clone()).or_default() += 1;
-            }
-            let failed = report
-                .findings
-                .iter()
-                .filter(|f| !ABOUT_THE_TEXT.contains(&f.rule.as_str()))
-                .any(|f| f.severity >= linter.settings.fail_on);
-            let query = version
-                .as_ref()
-                .map(|v| format!("?version={v}"))
-                .unwrap_or_default();
-            let mut request = review("CREATE", &object, None);
-            if object["metadata"]["namespace"].is_null() {
-                request["request"]["namespace"] = Value::Null;
-            }
-            let audit = client
-                .review(&format!("/validate/audit/{profile}{query}"), &request)
-                .await;
-            let mut got: BTreeMap<String, usize> = BTreeMap::new();
-            for (rule, value) in audit["auditAnnotations"].as_object().into_iter().flatten() {
-                if rule == "exempt" {
-                    continue;
-                }
-                let value = value.as_str().unwrap();
-                let n = value
-                    .split_once(" findings, the first: ")
-                    .map_or(1, |(n, _)| n.parse().unwrap());
-                got.insert(rule.clone(), n);
-            }
-            let enforce = client
-                .review(&format!("/validate/enforce/{profile}{query}"), &request)
-                .await;
-            let is_workload = !linter
-                .lint_files(&[SourceFile::new("object.yaml", manifest)])
-                .workloads
-                .eq(&0);
-            if is_workload {
-                objects += 1;
-            }
-            if got != expected || enforce["allowed"] != !failed {
-                problems.push(format!(
-                    "{name} (document at byte {}): lint {expected:?} (fails: {failed}), webhook {got:?} (allowed: {})",
-                    doc.range.start(),
-                    enforce["allowed"]
-                ));
-            }
+            out.push(FixtureObject {
+                name: format!("{name} (document at byte {})", doc.range.start()),
+                manifest,
+                object,
+                profile: profile.clone(),
+                version: version.clone(),
+                settings: settings.clone(),
+            });
+        }
+    }
+    (out, skipped)
+}
+
+#[tokio::test]
+async fn the_webhook_decides_as_lint_on_every_rule_fixture() {
+    let server = TestServer::start(None).await;
+    let mut client = server.client().await;
+    let registry = Registry::builtin().unwrap();
+    let (objects, skipped) = fixture_objects(&registry);
+    let mut problems = Vec::new();
+    for o in &objects {
+        // `kubeharden lint` on this object's manifest alone: the webhook sees one object,
+        // never the ServiceAccount beside it in the file.
+        let linter = Linter::new(&registry, o.settings.clone());
+        let report = linter.lint_files(&[SourceFile::new("object.yaml", o.manifest.as_str())]);
+        let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &report.findings {
+            *expected.entry(f.rule.clone()).or_default() += 1;
+        }
+        let failed = report.failed(linter.settings.fail_on);
+        let audit = client
+            .review(
+                &format!("/validate/audit/{}{}", o.profile, o.query()),
+                &o.request("CREATE"),
+            )
+            .await;
+        let mut got: BTreeMap<String, usize> = BTreeMap::new();
+        for (rule, value) in audit["auditAnnotations"].as_object().into_iter().flatten() {
+            let value = value.as_str().unwrap();
+            let n = value
+                .split_once(" findings, the first: ")
+                .map_or(1, |(n, _)| n.parse().unwrap());
+            got.insert(rule.clone(), n);
+        }
+        let enforce = client
+            .review(
+                &format!("/validate/enforce/{}{}", o.profile, o.query()),
+                &o.request("CREATE"),
+            )
+            .await;
+        if got != expected || enforce["allowed"] != !failed {
+            problems.push(format!(
+                "{}: lint {expected:?} (fails: {failed}), webhook {got:?} (allowed: {})",
+                o.name, enforce["allowed"]
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(objects > 80, "only {objects} workloads were compared");
+    assert!(
+        objects.len() > 80,
+        "only {} workloads were compared",
+        objects.len()
+    );
     // Fixtures that need image facts (scan reports, digests) or flags a request cannot carry.
-    assert!(skipped_files.len() < 15, "{skipped_files:#?}");
+    assert!(skipped.len() < 15, "{skipped:#?}");
 }
 
 fn depth(v: &Value) -> usize {

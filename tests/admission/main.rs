@@ -2,6 +2,7 @@
 //! after the Kubernetes API reference, answered by the same engine as `kubeharden lint`.
 
 mod fixtures;
+mod mutation;
 mod support;
 
 use serde_json::{Value, json};
