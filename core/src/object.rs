@@ -34,13 +34,11 @@ pub struct JsonObject {
 }
 
 impl JsonObject {
-    /// The object as compact JSON text, parsed under `limits` (an object over them is a
-    /// `yaml-limit` finding, as a file would be).
+    /// The object as JSON text, parsed under `limits` (an object over them is a `yaml-limit`
+    /// finding, as a file would be).
     pub fn new(value: &Value, limits: &yaml::Limits) -> JsonObject {
-        // Serializing a `Value` cannot fail: its keys are strings.
-        let text = serde_json::to_string(value).unwrap_or_default();
         JsonObject {
-            parsed: Parsed::new(SourceFile::new(OBJECT_PATH, text), limits),
+            parsed: Parsed::new(SourceFile::new(OBJECT_PATH, text(value)), limits),
         }
     }
 
@@ -90,6 +88,21 @@ impl JsonObject {
         let stream = yaml::parse(&result.fixed, &linter.settings.limits);
         to_value(&stream)
     }
+}
+
+/// JSON with a line per value and no indentation: a finding's column is counted from its
+/// line's start, so one line of megabytes would make every finding cost the whole object; an
+/// indentation would make a deep object's text grow with its depth.
+fn text(value: &Value) -> String {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b""),
+    );
+    // Serializing a `Value` into memory cannot fail: its keys are strings.
+    let _ = value.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The JSON value of a node, read as Kubernetes reads YAML.

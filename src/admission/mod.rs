@@ -36,10 +36,10 @@ use kubeharden_core::rules::Profile;
 
 use review::{Action, AdmissionReview, Judge, Mode, ReviewResponse};
 
-/// The API server sends objects of up to about 3 MB (etcd's default request limit is 1.5 MiB
-/// per value, but an AdmissionReview carries the object and, on UPDATE, the old object too,
-/// and the API server's own limit on a request body is 3 MB): 4 MiB takes every review the
-/// API server can send and refuses what only an attacker would.
+/// An object is at most what etcd stores (1.5 MiB by default) and a request body at most the
+/// API server's 3 MiB; an UPDATE's review carries the object and the old object, so up to
+/// about 3 MiB of objects plus the review around them. 4 MiB takes every review the API
+/// server can send and refuses what only an attacker would.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// How the server runs.

@@ -192,8 +192,9 @@ impl Judge {
         };
         let mut settings = config.settings();
         if config.max_file_size.is_none() {
-            // The object's JSON text is what is parsed: every object the body limit lets in.
-            settings.limits.max_bytes = super::BODY_LIMIT;
+            // The object's JSON text, a line per value, is what is parsed: every object the
+            // body limit lets in, with room for the line breaks.
+            settings.limits.max_bytes = 2 * super::BODY_LIMIT;
         }
         Ok(Judge {
             registry,

@@ -1,7 +1,9 @@
 //! The admission webhook over real HTTPS with a test CA: AdmissionReview v1 requests built
 //! after the Kubernetes API reference, answered by the same engine as `kubeharden lint`.
 
+mod binary;
 mod fixtures;
+mod hostile;
 mod mutation;
 mod support;
 
@@ -377,4 +379,45 @@ async fn shutdown_is_graceful_and_final() {
             .is_err(),
         "a stopped server accepts no connection"
     );
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let server = TestServer::start(None).await;
+    let mut before = server.client().await;
+    assert_eq!(before.get("/healthz").await.0, 200);
+    // cert-manager renews: the Secret's files now hold a certificate of another CA.
+    let dir = tempfile::tempdir().unwrap();
+    let new_ca = support::issue(dir.path(), "tls");
+    std::fs::copy(dir.path().join("tls.key"), server.pki.key()).unwrap();
+    std::fs::copy(dir.path().join("tls.crt"), server.pki.cert()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Ok(mut c) = support::Client::try_connect(server.addr, &new_ca).await {
+            assert_eq!(c.get("/healthz").await.0, 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        support::Client::try_connect(server.addr, &server.pki.ca_pem)
+            .await
+            .is_err(),
+        "the old certificate is still served"
+    );
+    // Connections made before the renewal keep working.
+    assert_eq!(before.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_broken_certificate_pair_keeps_the_old_one() {
+    let server = TestServer::start(None).await;
+    std::fs::write(server.pki.cert(), "-----BEGIN CERTIFICATE-----\nbroken\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut client = server.client().await;
+    assert_eq!(client.get("/healthz").await.0, 200);
 }
