@@ -8,8 +8,10 @@
 //! - `review`: the AdmissionReview types and the decision, on the core engine;
 //! - `mutate`: fixed object → RFC 6902 JSON Patch;
 //! - `tls`: certificates from files, reloaded when they change; handshake deadlines;
-//! - `metrics`: decisions and latency in the Prometheus text format.
+//! - `metrics`: decisions and latency in the Prometheus text format;
+//! - `manifests`: the webhook configurations, routed by namespace label.
 
+pub mod manifests;
 pub mod metrics;
 pub mod mutate;
 pub mod review;
@@ -166,7 +168,12 @@ impl Server {
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/validate/{mode}/{profile}", post(validate))
+        .route(
+            "/validate/{mode}/{profile}/{version}",
+            post(validate_pinned),
+        )
         .route("/mutate/{profile}", post(mutate))
+        .route("/mutate/{profile}/{version}", post(mutate_pinned))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -207,6 +214,36 @@ async fn validate(
         ));
     };
     handle(state, Action::Validate(mode), &profile, params, body).await
+}
+
+/// The version as a path segment: the API server allows no query in a webhook's service path
+/// (each segment must be a DNS-1123 subdomain, which `1.33` is), so the generated
+/// configurations use this form.
+async fn validate_pinned(
+    State(state): State<Arc<AppState>>,
+    Path((mode, profile, version)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(mode) = Mode::parse(&mode) else {
+        return bad_request(format!(
+            "unknown mode `{mode}`; expected enforce, warn or audit"
+        ));
+    };
+    let params = Params {
+        version: Some(version),
+    };
+    handle(state, Action::Validate(mode), &profile, params, body).await
+}
+
+async fn mutate_pinned(
+    State(state): State<Arc<AppState>>,
+    Path((profile, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let params = Params {
+        version: Some(version),
+    };
+    handle(state, Action::Mutate, &profile, params, body).await
 }
 
 async fn mutate(

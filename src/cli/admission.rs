@@ -1,4 +1,5 @@
-//! `kubeharden admission`: the admission webhook server.
+//! `kubeharden admission`: the admission webhook server; `admission manifests` prints its
+//! webhook configurations.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,42 @@ use anyhow::{Context, Result};
 use kubeharden::admission::{self, Options, review::Judge};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AdmissionArgs {
+    #[command(subcommand)]
+    command: Option<AdmissionCommand>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum AdmissionCommand {
+    /// Print the ValidatingWebhookConfiguration and MutatingWebhookConfiguration (one entry
+    /// per mode and profile, routed by namespace labels) for `kubectl apply -f -`.
+    Manifests(ManifestsArgs),
+}
+
+#[derive(clap::Args)]
+struct ManifestsArgs {
+    /// Namespace the webhook runs in (never sent to it, as kube-system is not).
+    #[arg(long, default_value = "kubeharden")]
+    namespace: String,
+    /// The webhook's Service.
+    #[arg(long, default_value = "kubeharden-admission")]
+    service: String,
+    /// The cert-manager Certificate whose CA is injected as the caBundle.
+    #[arg(long, default_value = "kubeharden-admission")]
+    certificate: String,
+    /// Seconds the API server waits for an answer (1 to 30).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=30))]
+    timeout_seconds: u32,
+    /// A Kubernetes version namespaces may pin with a `…-version` label (repeatable).
+    #[arg(long = "version")]
+    versions: Vec<kubeharden_core::k8s::KubeVersion>,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8443")]
     listen: String,
@@ -42,6 +78,23 @@ pub struct AdmissionArgs {
 }
 
 pub fn run(args: AdmissionArgs) -> Result<ExitCode> {
+    match args.command {
+        Some(AdmissionCommand::Manifests(m)) => {
+            let text = admission::manifests::render(&admission::manifests::Target {
+                namespace: m.namespace,
+                service: m.service,
+                certificate: m.certificate,
+                timeout_seconds: m.timeout_seconds,
+                versions: m.versions,
+            });
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => serve(args.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

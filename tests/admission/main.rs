@@ -4,6 +4,7 @@
 mod binary;
 mod fixtures;
 mod hostile;
+mod manifests;
 mod mutation;
 mod support;
 
@@ -250,6 +251,11 @@ async fn the_version_in_the_path_chooses_the_controls() {
         assert!(newest["auditAnnotations"].get(rule).is_some(), "{newest}");
         assert!(old["auditAnnotations"].get(rule).is_none(), "{old}");
     }
+    // The form the generated webhook configurations use: a path segment, not a query.
+    let pinned = client
+        .review("/validate/audit/nsa/1.7", &review("CREATE", &pod, None))
+        .await;
+    assert_eq!(pinned["auditAnnotations"], old["auditAnnotations"]);
     let (status, body) = client
         .request("POST", "/validate/audit/nsa?version=banana", b"{}".to_vec())
         .await;
