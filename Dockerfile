@@ -3,7 +3,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --features app --bin kubeharden \
+RUN cargo build --release --locked --features app,admission --bin kubeharden \
     && install -m 0755 target/release/kubeharden /kubeharden
 
 # glibc and CA certificates, nothing else.

@@ -7,9 +7,14 @@
 //! - feature `app`: the GitHub App: the connections' timeouts and limits
 //!   (`edge`), the webhook route and workers (`server`), the durable queue
 //!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`),
-//!   the setup flow (`setup`).
+//!   the setup flow (`setup`);
+//! - feature `admission`: the admission webhook (`admission`), the same engine as an HTTPS
+//!   server the API server calls.
 
 pub mod metrics;
+
+#[cfg(feature = "admission")]
+pub mod admission;
 
 #[cfg(feature = "images")]
 pub mod oci;

@@ -67,7 +67,7 @@ pub fn job_finished(seconds: f64) {
     });
 }
 
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -162,7 +162,7 @@ pub fn render(jobs: &[(String, i64)]) -> String {
 }
 
 /// One metric family: its HELP and TYPE lines, then a sample per set of labels.
-fn family<'a, V: std::fmt::Display>(
+pub(crate) fn family<'a, V: std::fmt::Display>(
     out: &mut String,
     name: &str,
     kind: &str,

@@ -46,6 +46,49 @@ struct Raw {
     /// where a built-in kind's pods are.
     #[serde(default)]
     workloads: Vec<KindEntry>,
+    #[serde(default)]
+    admission: Admission,
+}
+
+/// What only the admission webhook (`kubeharden admission`) reads: the linting settings above
+/// apply to it as they do to the CLI and the app.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Admission {
+    /// `/mutate` applies unsafe fixes too (removing host namespaces, `privileged`, …).
+    #[serde(default)]
+    pub unsafe_fixes: bool,
+    /// Requests allowed without linting, as Pod Security Admission's exemptions.
+    #[serde(default)]
+    pub exemptions: StaticExemptions,
+}
+
+/// Who and what the webhook lets through unjudged; each entry says why.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StaticExemptions {
+    #[serde(default)]
+    pub namespaces: Vec<StaticExemption>,
+    #[serde(default)]
+    pub usernames: Vec<StaticExemption>,
+    #[serde(default)]
+    pub groups: Vec<StaticExemption>,
+    #[serde(default)]
+    pub runtime_classes: Vec<StaticExemption>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticExemption {
+    pub name: String,
+    pub reason: String,
+}
+
+impl StaticExemptions {
+    /// The exemption named `name` in `list`, if any.
+    pub fn find<'a>(list: &'a [StaticExemption], name: &str) -> Option<&'a StaticExemption> {
+        list.iter().find(|e| e.name == name)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +216,7 @@ pub struct Config {
     pub max_file_size: Option<ByteSize>,
     /// Kinds that run pods, as `rules/workloads/*.yaml` gives them.
     pub workloads: Vec<KindEntry>,
+    pub admission: Admission,
     include_set: Option<GlobSet>,
     exclude_set: Option<GlobSet>,
 }
@@ -298,6 +342,39 @@ impl Config {
                 }
             }
         }
+        // An exemption without a reason is a hole nobody can audit.
+        let sections = [
+            ("namespaces", &raw.admission.exemptions.namespaces),
+            ("usernames", &raw.admission.exemptions.usernames),
+            ("groups", &raw.admission.exemptions.groups),
+            ("runtime-classes", &raw.admission.exemptions.runtime_classes),
+        ];
+        for (section, list) in sections {
+            let nodes = doc
+                .get_path(root, &["admission", "exemptions", section])
+                .map(|n| doc.items(n).to_vec())
+                .unwrap_or_default();
+            for (i, e) in list.iter().enumerate() {
+                let range = nodes
+                    .get(i)
+                    .map_or_else(TextRange::default, |&n| doc.node(n).range);
+                if e.name.trim().is_empty() {
+                    problems.push(problem(
+                        range,
+                        format!("`admission.exemptions.{section}[{i}]`: `name` is empty"),
+                    ));
+                }
+                if e.reason.trim().is_empty() {
+                    problems.push(problem(
+                        range,
+                        format!(
+                            "`admission.exemptions.{section}[{i}]`: `reason` is empty; say why `{}` is exempt",
+                            e.name
+                        ),
+                    ));
+                }
+            }
+        }
         let mut globs = |section: &str, patterns: &[String]| -> Option<GlobSet> {
             if patterns.is_empty() {
                 return None;
@@ -359,6 +436,7 @@ impl Config {
             images: raw.images,
             max_file_size: raw.limits.max_file_size,
             workloads,
+            admission: raw.admission,
             include_set,
             exclude_set,
         })

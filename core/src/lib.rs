@@ -17,6 +17,7 @@ pub mod image;
 pub mod k8s;
 pub mod lint;
 pub mod markdown;
+pub mod object;
 pub mod parsed;
 pub mod render;
 pub mod review;

@@ -1,6 +1,8 @@
 //! The command line: one module per subcommand; what they share (the rules, the repository
 //! configuration and the common flags) lives here.
 
+#[cfg(feature = "admission")]
+mod admission;
 mod fix;
 #[cfg(feature = "images")]
 mod images;
@@ -56,6 +58,13 @@ enum Command {
     /// See and re-run the app's jobs (not in this build: it was built without the `app` feature).
     #[cfg(not(feature = "app"))]
     Jobs(NotBuilt),
+    /// Run the admission webhook: the same rules at the cluster's door.
+    #[cfg(feature = "admission")]
+    Admission(Box<admission::AdmissionArgs>),
+    /// Run the admission webhook (not in this build: it was built without the `admission`
+    /// feature).
+    #[cfg(not(feature = "admission"))]
+    Admission(NotBuilt),
     /// List the rules.
     Rules(rules::RulesArgs),
     /// Print a rule's documentation.
@@ -92,7 +101,7 @@ pub(crate) struct CommonArgs {
 }
 
 /// Arguments of a subcommand this build leaves out; using it says how to get it.
-#[cfg(not(feature = "app"))]
+#[cfg(any(not(feature = "app"), not(feature = "admission")))]
 #[derive(clap::Args)]
 pub struct NotBuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -113,6 +122,10 @@ pub fn run() -> ExitCode {
         Command::Jobs(args) => jobs::run(args),
         #[cfg(not(feature = "app"))]
         Command::Serve(_) | Command::Jobs(_) => Err(not_built("app", "the GitHub App")),
+        #[cfg(feature = "admission")]
+        Command::Admission(args) => admission::run(*args),
+        #[cfg(not(feature = "admission"))]
+        Command::Admission(_) => Err(not_built("admission", "the admission webhook")),
         Command::Rules(args) => rules::list(args),
         Command::Explain { rule, rules } => rules::explain(&rule, rules.as_deref()),
     };
@@ -231,7 +244,10 @@ pub(crate) fn setup(common: &CommonArgs) -> Result<Setup> {
 }
 
 /// The error for a flag or subcommand whose feature this build was made without.
-#[cfg_attr(all(feature = "app", feature = "images"), allow(dead_code))]
+#[cfg_attr(
+    all(feature = "app", feature = "images", feature = "admission"),
+    allow(dead_code)
+)]
 pub(crate) fn not_built(feature: &str, what: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "this kubeharden was built without {what}; build it with `cargo build --release --features {feature}` (the release image has every feature)"

@@ -1,0 +1,141 @@
+//! `kubeharden admission`: the admission webhook server; `admission manifests` prints its
+//! webhook configurations.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use kubeharden::admission::{self, Options, review::Judge};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AdmissionArgs {
+    #[command(subcommand)]
+    command: Option<AdmissionCommand>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum AdmissionCommand {
+    /// Print the ValidatingWebhookConfiguration and MutatingWebhookConfiguration (one entry
+    /// per mode and profile, routed by namespace labels) for `kubectl apply -f -`.
+    Manifests(ManifestsArgs),
+}
+
+#[derive(clap::Args)]
+struct ManifestsArgs {
+    /// Namespace the webhook runs in (never sent to it, as kube-system is not).
+    #[arg(long, default_value = "kubeharden")]
+    namespace: String,
+    /// The webhook's Service.
+    #[arg(long, default_value = "kubeharden-admission")]
+    service: String,
+    /// The cert-manager Certificate whose CA is injected as the caBundle.
+    #[arg(long, default_value = "kubeharden-admission")]
+    certificate: String,
+    /// Seconds the API server waits for an answer (1 to 30).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=30))]
+    timeout_seconds: u32,
+    /// A Kubernetes version namespaces may pin with a `…-version` label (repeatable).
+    #[arg(long = "version")]
+    versions: Vec<kubeharden_core::k8s::KubeVersion>,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8443")]
+    listen: String,
+    /// PEM certificate chain (a cert-manager Secret's tls.crt); reloaded when it changes.
+    #[arg(long, env = "TLS_CERT", default_value = "/tls/tls.crt")]
+    tls_cert: PathBuf,
+    /// PEM private key (tls.key); reloaded when it changes.
+    #[arg(long, env = "TLS_KEY", default_value = "/tls/tls.key")]
+    tls_key: PathBuf,
+    /// Configuration: the keys of `.github/kubeharden.yaml` (rules, fail-on, limits, …) plus
+    /// an `admission:` section (static exemptions, unsafe-fixes). The profile and version come
+    /// from each request's path.
+    #[arg(long, env = "KUBEHARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Seconds between checks of the certificate files for a change.
+    #[arg(long, default_value_t = 10)]
+    reload_seconds: u64,
+    /// Seconds a client may take to finish its TLS handshake.
+    #[arg(long, default_value_t = 5)]
+    handshake_timeout_seconds: u64,
+    /// Seconds requests in flight get to finish after SIGTERM.
+    #[arg(long, default_value_t = 20)]
+    shutdown_grace: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+pub fn run(args: AdmissionArgs) -> Result<ExitCode> {
+    match args.command {
+        Some(AdmissionCommand::Manifests(m)) => {
+            let text = admission::manifests::render(&admission::manifests::Target {
+                namespace: m.namespace,
+                service: m.service,
+                certificate: m.certificate,
+                timeout_seconds: m.timeout_seconds,
+                versions: m.versions,
+            });
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => serve(args.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format.as_str() {
+        "json" => logs.json().init(),
+        _ => logs.with_ansi(false).init(),
+    }
+    let judge = Judge::load(
+        args.config.as_deref(),
+        super::registry(args.rules.as_deref())?,
+    )?;
+    let options = Options {
+        listen: args.listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        reload_interval: Duration::from_secs(args.reload_seconds.max(1)),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout_seconds.max(1)),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = admission::Server::bind(options, judge).await?;
+        server.serve(shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
