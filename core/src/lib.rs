@@ -10,6 +10,7 @@
 pub mod change;
 pub mod commands;
 pub mod config;
+pub mod decision;
 pub mod facts;
 pub mod fix;
 pub mod image;

@@ -1,9 +1,11 @@
 //! Fixes as minimal text edits, modelled on ruff: an [`Edit`] replaces one range, a [`Fix`] is a
 //! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
 
+mod image;
 mod need;
 mod plan;
 mod policy;
+mod spell;
 pub mod suggest;
 mod write;
 
@@ -179,6 +181,9 @@ pub struct FixResult {
     /// suggestion can name the findings it really fixes (a container's `runAsNonRoot` may be
     /// fixed in the pod's `securityContext`).
     pub origins: Vec<(TextRange, Finding)>,
+    /// What each container's image allows, as the original text was linted (empty unless
+    /// images were inspected).
+    pub images: Vec<crate::decision::ContainerImage>,
     /// Findings left in the fixed text.
     pub remaining: Report,
     pub passes: usize,
@@ -236,6 +241,7 @@ pub fn fix_parsed(
     }
     let mut report = linter.lint_parsed_files(std::slice::from_ref(parsed));
     let first_findings = report.findings.clone();
+    let images = report.containers.clone();
     // The first pass reads the caller's parse; later ones own theirs.
     let mut owned: Option<Parsed> = None;
     let mut claimed = Vec::new();
@@ -273,6 +279,7 @@ pub fn fix_parsed(
                 notes,
                 unsafe_rules,
                 origins,
+                images,
                 remaining: report,
                 passes: pass - 1,
             });

@@ -1,15 +1,21 @@
 //! Format-preserving YAML writing: given a node and a path below it, set a scalar, add a
-//! sequence item, remove an entry or an item, or append to a scalar, with the smallest edits,
-//! in the file's own style (indent width, dash indentation, line endings, flow or block). It
+//! sequence item (a scalar or a mapping), remove an entry or an item, or append to a scalar,
+//! with the smallest edits, in the file's own style (`spell`: indent width, dash indentation,
+//! line endings, flow or block). It
 //! knows YAML, not Kubernetes: which edits to make is the planner's and the policy's business.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::rules::Literal;
 use crate::source::{SourceFile, TextRange};
-use crate::yaml::{self, Document, Entry, NodeId, NodeKind, Plain, ScalarStyle};
+use crate::yaml::{Document, Entry, NodeId, NodeKind, ScalarStyle};
 
 use super::Edit;
+pub use super::spell::{Field, Style, detect_style, render_flow_map};
+use super::spell::{
+    Tree, Value, render_block, render_flow_entries, render_flow_items, render_map_item,
+    render_scalar,
+};
 
 /// What to do at the end of a path.
 #[derive(Debug, Clone)]
@@ -20,124 +26,9 @@ pub enum Action {
     RemoveItem(NodeId),
     /// Append text to a scalar's value (inside its quotes).
     Append(NodeId, String),
-}
-
-/// The file's formatting habits, so generated YAML looks like its neighbours.
-#[derive(Debug, Clone, Copy)]
-pub struct Style {
-    pub indent: usize,
-    /// Columns between a key and the dashes of its block sequence (0 or the indent).
-    pub dash: usize,
-    pub nl: &'static str,
-}
-
-pub fn detect_style(file: &SourceFile, docs: &[Document]) -> Style {
-    let mut indents: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut dashes: BTreeMap<usize, usize> = BTreeMap::new();
-    let col = |offset: usize| file.byte_column(offset);
-    for doc in docs {
-        for (_, node) in doc.nodes() {
-            let NodeKind::Mapping {
-                entries,
-                flow: false,
-            } = &node.kind
-            else {
-                continue;
-            };
-            for e in entries {
-                let key_col = col(doc.node(e.key).range.start());
-                let value = doc.node(e.value);
-                match &value.kind {
-                    NodeKind::Mapping {
-                        entries: inner,
-                        flow: false,
-                    } if !inner.is_empty() => {
-                        let child = col(doc.node(inner[0].key).range.start());
-                        if child > key_col
-                            && file.lines.line_of(value.range.start())
-                                != file.lines.line_of(doc.node(e.key).range.start())
-                        {
-                            *indents.entry(child - key_col).or_default() += 1;
-                        }
-                    }
-                    NodeKind::Sequence { flow: false, .. } => {
-                        let dash = col(value.range.start());
-                        if dash >= key_col {
-                            *dashes.entry(dash - key_col).or_default() += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let most = |m: &BTreeMap<usize, usize>, default: usize| {
-        m.iter()
-            .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
-            .map_or(default, |(k, _)| *k)
-    };
-    let indent = most(&indents, 2).clamp(1, 8);
-    Style {
-        indent,
-        dash: most(&dashes, indent),
-        nl: file.line_ending(),
-    }
-}
-
-/// Keys to create under one existing node, merged from several needs.
-#[derive(Debug, Default, Clone)]
-struct Tree {
-    keys: Vec<(String, Value)>,
-}
-
-#[derive(Debug, Clone)]
-enum Value {
-    Scalar(Literal),
-    Items(Vec<String>),
-    Map(Tree),
-}
-
-impl Tree {
-    fn insert(&mut self, path: &[String], leaf: Value) {
-        let Some((first, rest)) = path.split_first() else {
-            return;
-        };
-        let pos = self.keys.iter().position(|(k, _)| k == first);
-        if rest.is_empty() {
-            match pos {
-                Some(i) => {
-                    if let (Value::Items(have), Value::Items(more)) = (&mut self.keys[i].1, &leaf) {
-                        have.extend(
-                            more.iter()
-                                .filter(|m| !have.contains(m))
-                                .cloned()
-                                .collect::<Vec<_>>(),
-                        );
-                    } else {
-                        self.keys[i].1 = leaf;
-                    }
-                }
-                None => self.keys.push((first.clone(), leaf)),
-            }
-            return;
-        }
-        let i = match pos {
-            Some(i) => i,
-            None => {
-                self.keys.push((first.clone(), Value::Map(Tree::default())));
-                self.keys.len() - 1
-            }
-        };
-        if let Value::Map(sub) = &mut self.keys[i].1 {
-            sub.insert(rest, leaf);
-        }
-    }
-
-    fn sorted(&self, order: &[&str]) -> Vec<&(String, Value)> {
-        let mut keys: Vec<&(String, Value)> = self.keys.iter().collect();
-        keys.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
-        keys
-    }
+    /// Add a mapping as an item of the sequence (creating it when missing): a volume, a
+    /// volume mount.
+    AddMap(Vec<(String, Field)>),
 }
 
 /// Where new keys go.
@@ -164,6 +55,9 @@ pub struct Writer<'a> {
     removals: BTreeMap<NodeId, BTreeSet<usize>>,
     /// The same, once the removals are written, for insertions into the same collections.
     removed: BTreeMap<NodeId, BTreeSet<usize>>,
+    /// Items for the end of flow sequences, written once per sequence so that several join
+    /// with commas (`[]` → `[a, b]`).
+    flow_items: BTreeMap<NodeId, Vec<String>>,
 }
 
 impl<'a> Writer<'a> {
@@ -184,6 +78,7 @@ impl<'a> Writer<'a> {
             inserts: BTreeMap::new(),
             removals: BTreeMap::new(),
             removed: BTreeMap::new(),
+            flow_items: BTreeMap::new(),
         }
     }
 }
@@ -259,6 +154,27 @@ impl Writer<'_> {
                         .entry(anchor)
                         .or_default()
                         .insert(&rest, Value::Items(vec![item.clone()]));
+                    true
+                }
+            },
+            Action::AddMap(fields) => match self.walk(base, path) {
+                Walk::Found(e, v) if self.doc.is_null(v) => {
+                    let tree = self.inserts.entry(Anchor::Null(e.key)).or_default();
+                    match tree.keys.iter_mut().find(|(k, _)| k.is_empty()) {
+                        Some((_, Value::Maps(have))) => have.push(fields.clone()),
+                        _ => tree
+                            .keys
+                            .push((String::new(), Value::Maps(vec![fields.clone()]))),
+                    }
+                    true
+                }
+                Walk::Found(_, v) if self.doc.is_sequence(v) => self.add_map(v, fields),
+                Walk::Found(..) | Walk::Blocked => false,
+                Walk::Missing(anchor, rest) => {
+                    self.inserts
+                        .entry(anchor)
+                        .or_default()
+                        .insert(&rest, Value::Maps(vec![fields.clone()]));
                     true
                 }
             },
@@ -362,19 +278,39 @@ impl Writer<'_> {
             return self.replace_scalar(same, &Literal::Str(item.to_string()));
         }
         if *flow {
-            let edit = match items.last() {
-                Some(&last) => {
-                    Edit::insertion(self.doc.node(last).range.end(), format!(", {rendered}"))
-                }
-                None => Edit::insertion(node.range.start() + 1, rendered),
-            };
-            self.edits.push(edit);
+            self.flow_items.entry(seq).or_default().push(rendered);
         } else {
             let dash_col = self.col(node.range.start());
             let (at, had_nl) = self.next_line(self.block_end(seq));
             let line = format!("{}- {rendered}", " ".repeat(dash_col));
             self.edits
                 .push(insert_line(at, had_nl, &line, self.style.nl));
+        }
+        self.touched.push(seq);
+        true
+    }
+
+    /// A mapping as a new last item: `- name: tmp` and its other keys below, at the dash
+    /// column of the existing items (or `{name: tmp, …}` in a flow sequence).
+    fn add_map(&mut self, seq: NodeId, fields: &[(String, Field)]) -> bool {
+        let node = self.doc.node(seq);
+        let NodeKind::Sequence { flow, .. } = &node.kind else {
+            return false;
+        };
+        if fields.is_empty() {
+            return false;
+        }
+        if *flow {
+            self.flow_items
+                .entry(seq)
+                .or_default()
+                .push(render_flow_map(fields));
+        } else {
+            let dash_col = self.col(node.range.start());
+            let (at, had_nl) = self.next_line(self.block_end(seq));
+            let block = render_map_item(fields, dash_col, self.style.nl);
+            self.edits
+                .push(insert_block(at, had_nl, &block, self.style.nl));
         }
         self.touched.push(seq);
         true
@@ -535,6 +471,20 @@ impl Writer<'_> {
     /// Write the merged insertions (and the removals they depend on) into `edits`.
     pub fn flush_inserts(&mut self) {
         self.flush_removals();
+        for (seq, added) in std::mem::take(&mut self.flow_items) {
+            let node = self.doc.node(seq);
+            let NodeKind::Sequence { items, .. } = &node.kind else {
+                continue;
+            };
+            let joined = added.join(", ");
+            let edit = match items.last() {
+                Some(&last) => {
+                    Edit::insertion(self.doc.node(last).range.end(), format!(", {joined}"))
+                }
+                None => Edit::insertion(node.range.start() + 1, joined),
+            };
+            self.edits.push(edit);
+        }
         let inserts = std::mem::take(&mut self.inserts);
         for (anchor, tree) in inserts {
             match anchor {
@@ -593,10 +543,21 @@ impl Writer<'_> {
             [(k, Value::Items(items))] if k.is_empty() => Some(items.clone()),
             _ => None,
         };
+        let own_maps = match tree.keys.as_slice() {
+            [(k, Value::Maps(maps))] if k.is_empty() => Some(maps.clone()),
+            _ => None,
+        };
         if in_flow {
-            let content = match &own_items {
-                Some(items) => render_flow_items(items),
-                None => format!("{{{}}}", render_flow_entries(tree, self.order)),
+            let content = match (&own_items, &own_maps) {
+                (Some(items), _) => render_flow_items(items),
+                (_, Some(maps)) => format!(
+                    "[{}]",
+                    maps.iter()
+                        .map(|m| render_flow_map(m))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("{{{}}}", render_flow_entries(tree, self.order)),
             };
             let key_end = doc.node(key).range.end();
             let edit = if value_range.is_empty() {
@@ -613,6 +574,11 @@ impl Writer<'_> {
         }
         let key_col = self.col(doc.node(key).range.start());
         let block = match &own_items {
+            None if own_maps.is_some() => own_maps
+                .iter()
+                .flatten()
+                .map(|m| render_map_item(m, key_col + self.style.dash, self.style.nl))
+                .collect::<String>(),
             Some(items) => items
                 .iter()
                 .map(|i| {
@@ -708,82 +674,6 @@ fn insert_block(at: usize, had_nl: bool, block: &str, nl: &str) -> Edit {
 
 fn insert_line(at: usize, had_nl: bool, line: &str, nl: &str) -> Edit {
     insert_block(at, had_nl, &format!("{line}{nl}"), nl)
-}
-
-fn render_block(tree: &Tree, indent: usize, style: Style, order: &[&str]) -> String {
-    let mut out = String::new();
-    let pad = " ".repeat(indent);
-    for (key, value) in tree.sorted(order) {
-        match value {
-            Value::Scalar(v) => {
-                out += &format!(
-                    "{pad}{key}: {}{}",
-                    render_scalar(v, ScalarStyle::Plain),
-                    style.nl
-                );
-            }
-            Value::Items(items) => {
-                out += &format!("{pad}{key}:{}", style.nl);
-                for item in items {
-                    out += &format!(
-                        "{}- {}{}",
-                        " ".repeat(indent + style.dash),
-                        render_scalar(&Literal::Str(item.clone()), ScalarStyle::Plain),
-                        style.nl
-                    );
-                }
-            }
-            Value::Map(sub) => {
-                out += &format!("{pad}{key}:{}", style.nl);
-                out += &render_block(sub, indent + style.indent, style, order);
-            }
-        }
-    }
-    out
-}
-
-/// `[A, B]`
-fn render_flow_items(items: &[String]) -> String {
-    let items: Vec<String> = items
-        .iter()
-        .map(|i| render_scalar(&Literal::Str(i.clone()), ScalarStyle::Plain))
-        .collect();
-    format!("[{}]", items.join(", "))
-}
-
-fn render_flow_entries(tree: &Tree, order: &[&str]) -> String {
-    tree.sorted(order)
-        .iter()
-        .map(|(key, value)| match value {
-            Value::Scalar(v) => format!("{key}: {}", render_scalar(v, ScalarStyle::Plain)),
-            Value::Items(items) => format!("{key}: {}", render_flow_items(items)),
-            Value::Map(sub) => format!("{key}: {{{}}}", render_flow_entries(sub, order)),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A literal as YAML, in the quoting style of the value it replaces where that is possible.
-fn render_scalar(value: &Literal, like: ScalarStyle) -> String {
-    match value {
-        Literal::Bool(b) => b.to_string(),
-        Literal::Int(i) => i.to_string(),
-        Literal::Str(s) => {
-            let plain_ok = !s.is_empty()
-                && matches!(yaml::resolve_plain(s), Plain::Str(_))
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.'))
-                && !s.starts_with(['-', '.']);
-            match like {
-                ScalarStyle::SingleQuoted => format!("'{}'", s.replace('\'', "''")),
-                ScalarStyle::DoubleQuoted => {
-                    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-                }
-                _ if plain_ok => s.clone(),
-                _ => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
-            }
-        }
-    }
 }
 
 /// When an edit lands inside an anchored node that aliases reuse, every user changes: say so.

@@ -321,7 +321,11 @@ pub fn fixture_settings(
         }
     }
     let facts = kubeharden_core::facts::Facts {
-        images: std::sync::Arc::new(kubeharden_core::facts::ImageFacts { digests, scans }),
+        images: std::sync::Arc::new(kubeharden_core::facts::ImageFacts {
+            digests,
+            scans,
+            ..Default::default()
+        }),
     };
     (settings, facts)
 }
