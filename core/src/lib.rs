@@ -11,6 +11,7 @@ pub mod change;
 pub mod commands;
 pub mod config;
 pub mod constraints;
+pub mod decision;
 pub mod facts;
 pub mod fix;
 pub mod image;

@@ -94,7 +94,7 @@ fn plural(n: usize) -> &'static str {
 
 pub fn json(report: &Report) -> String {
     let findings: Vec<Value> = report.findings.iter().map(finding_json).collect();
-    let value = json!({
+    let mut value = json!({
         "findings": findings,
         "summary": {
             "files": report.files,
@@ -103,7 +103,59 @@ pub fn json(report: &Report) -> String {
             "findings": report.findings.len(),
         }
     });
+    // Only with images inspected, so output without them stays as it was.
+    if !report.containers.is_empty() {
+        value["containers"] = containers_json(&report.containers);
+    }
     serde_json::to_string_pretty(&value).expect("JSON of plain values") + "\n"
+}
+
+/// Each container with an `image` object: what its image's configuration says and what that
+/// lets the fixes do.
+pub fn containers_json(containers: &[crate::decision::ContainerImage]) -> Value {
+    Value::Array(
+        containers
+            .iter()
+            .map(|c| {
+                let d = &c.decision;
+                let image = match &d.config {
+                    Some(config) => json!({
+                        "reference": d.image,
+                        "checked": true,
+                        "platform": config.platform,
+                        "digest": config.digest,
+                        "source": config.source,
+                        "user": config.user,
+                        "ids": config.names,
+                        "volumes": config.volumes,
+                        "exposed_ports": config.exposed_ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                        "working_dir": config.working_dir,
+                    }),
+                    None => json!({
+                        "reference": d.image,
+                        "checked": false,
+                        "platform": d.platform,
+                    }),
+                };
+                let mut image = image;
+                image["decision"] = serde_json::to_value(&d.user).expect("plain values");
+                image["writable_paths"] = json!(d.writable);
+                image["low_ports"] =
+                    json!(d.low_ports.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+                image["summary"] = json!(d.summary());
+                json!({
+                    "path": c.path,
+                    "line": c.line,
+                    "document": c.document,
+                    "kind": c.object.kind,
+                    "name": c.object.name,
+                    "namespace": c.object.namespace,
+                    "container": c.container,
+                    "image": image,
+                })
+            })
+            .collect(),
+    )
 }
 
 fn finding_json(f: &Finding) -> Value {

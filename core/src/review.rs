@@ -183,6 +183,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
             if !inside {
                 continue;
             }
+            let images = image_lines(&result.images, &file.path, &findings);
             comments.push(InlineComment {
                 path: file.path.clone(),
                 start_line: (s.start_line < s.end_line).then_some(s.start_line),
@@ -192,6 +193,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
                     &findings,
                     &s.markdown(),
                     &result.notes,
+                    &images,
                     &fingerprint,
                 ),
                 fingerprint,
@@ -294,11 +296,37 @@ fn annotation(f: &Finding) -> Annotation {
     }
 }
 
+/// What was learned about the images of the containers a suggestion is about, one line each.
+fn image_lines(
+    images: &[crate::decision::ContainerImage],
+    path: &str,
+    findings: &[&Finding],
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in findings {
+        let Some(object) = &f.object else { continue };
+        for c in images.iter().filter(|c| {
+            c.path == path
+                && c.document == f.document
+                && &c.object == object
+                // A pod-level finding is about every container of its pod.
+                && f.container.as_ref().is_none_or(|name| *name == c.container)
+        }) {
+            let line = c.decision.markdown();
+            if !out.contains(&line) {
+                out.push(line);
+            }
+        }
+    }
+    out
+}
+
 fn comment_body(
     registry: &Registry,
     findings: &[&Finding],
     suggestion: &str,
     notes: &[String],
+    images: &[String],
     fingerprint: &str,
 ) -> String {
     let mut rules: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
@@ -368,6 +396,9 @@ fn comment_body(
     }
     for note in notes {
         let _ = writeln!(body, "\nNote: {note}.");
+    }
+    for line in images {
+        let _ = writeln!(body, "\n{line}");
     }
     let _ = write!(
         body,

@@ -1,11 +1,12 @@
 //! Fixes as minimal text edits, modelled on ruff: an [`Edit`] replaces one range, a [`Fix`] is a
 //! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
 
-mod emit;
+mod image;
 mod need;
 mod overlay;
 mod plan;
 mod policy;
+mod spell;
 pub mod suggest;
 mod write;
 
@@ -186,6 +187,9 @@ pub struct FixResult {
     /// suggestion can name the findings it really fixes (a container's `runAsNonRoot` may be
     /// fixed in the pod's `securityContext`).
     pub origins: Vec<(TextRange, Finding)>,
+    /// What each container's image allows, as the original text was linted (empty unless
+    /// images were inspected).
+    pub images: Vec<crate::decision::ContainerImage>,
     /// Findings left in the fixed text.
     pub remaining: Report,
     pub passes: usize,
@@ -243,6 +247,7 @@ pub fn fix_parsed(
     }
     let mut report = linter.lint_parsed_files(std::slice::from_ref(parsed));
     let first_findings = report.findings.clone();
+    let images = report.containers.clone();
     // The first pass reads the caller's parse; later ones own theirs.
     let mut owned: Option<Parsed> = None;
     let mut claimed = Vec::new();
@@ -303,6 +308,7 @@ pub fn fix_parsed(
                 unsafe_rules,
                 origins,
                 refused,
+                images,
                 remaining: report,
                 passes: pass - 1,
             });

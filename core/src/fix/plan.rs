@@ -59,7 +59,11 @@ pub fn plan(
             needs.push(need);
         }
     }
+    let cross = super::image::adjust(docs, &mut needs);
+    // What the image added beside a fix is trusted no more than it says.
+    needs.retain(|n| n.applicability >= min);
     hoist(docs, &mut needs);
+    super::image::regroup(&mut needs, &cross);
     for n in &mut needs {
         rebase(&docs[n.doc], n);
     }
@@ -71,7 +75,10 @@ pub fn plan(
     // One fix per base node: a container's needs become one coherent edit set.
     let mut by_base: BTreeMap<(usize, NodeId), Vec<Need>> = BTreeMap::new();
     for n in needs {
-        by_base.entry((n.doc, n.base)).or_default().push(n);
+        by_base
+            .entry((n.doc, n.group.unwrap_or(n.base)))
+            .or_default()
+            .push(n);
     }
     for ((doc_index, _), group) in by_base {
         let doc = &docs[doc_index];
@@ -122,6 +129,7 @@ fn need_for(
         FixAction::RemoveItems => Action::RemoveItem(t.item?),
         FixAction::PinDigest => Action::Append(t.value?, t.suffix.clone()?),
     };
+    let fit = t.image_fit;
     Some(Need {
         doc: doc_index,
         base: t.base,
@@ -132,6 +140,10 @@ fn need_for(
         rule: rule.to_string(),
         findings: vec![finding],
         from: Vec::new(),
+        fit,
+        image: t.image.clone(),
+        no_hoist: false,
+        group: None,
     })
 }
 
@@ -146,7 +158,7 @@ fn strip_index(p: &str) -> String {
 fn rebase(doc: &Document, n: &mut Need) {
     let holder = |node: NodeId| doc.node(node).parent;
     match &n.action {
-        Action::Set(_) | Action::AddItem(_) => {}
+        Action::Set(_) | Action::AddItem(_) | Action::AddMap(_) => {}
         // Removals and appends name their node; what they change is the collection holding
         // it, which insertions into that collection must be written together with.
         Action::RemoveEntry(e) => {
@@ -209,6 +221,13 @@ fn dedup(needs: &mut Vec<Need>) {
             Action::RemoveEntry(e) => format!("{}:rm{}", n.doc, e.key),
             Action::RemoveItem(i) => format!("{}:rmi{i}", n.doc),
             Action::Append(node, text) => format!("{}:{node}+{text}", n.doc),
+            Action::AddMap(fields) => format!(
+                "{}:{}:{}+={}",
+                n.doc,
+                n.base,
+                n.path.join("."),
+                super::write::render_flow_map(fields)
+            ),
         };
         match first.get(&key) {
             Some(&i) => {
@@ -233,5 +252,8 @@ fn describe(n: &Need) -> String {
         Action::RemoveEntry(_) => format!("remove {path}"),
         Action::RemoveItem(_) => format!("remove an entry of {path}"),
         Action::Append(_, text) => format!("append {text} to {path}"),
+        Action::AddMap(fields) => {
+            format!("add {} to {path}", super::write::render_flow_map(fields))
+        }
     }
 }

@@ -38,6 +38,9 @@ pub(super) const KEY_ORDER: &[&str] = &[
 pub(super) fn hoist(docs: &[Document], needs: &mut [Need]) {
     for n in needs.iter_mut() {
         let Action::Set(_) = n.action else { continue };
+        if n.no_hoist {
+            continue;
+        }
         if !HOISTABLE
             .iter()
             .any(|h| h.iter().copied().eq(n.path.iter().map(String::as_str)))

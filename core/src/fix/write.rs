@@ -1,6 +1,7 @@
 //! Format-preserving YAML writing: given a node and a path below it, set a scalar, add a
-//! sequence item, remove an entry or an item, or append to a scalar, with the smallest edits,
-//! in the file's own style (`emit`: indent width, dash indentation, line endings, flow or block). It
+//! sequence item (a scalar or a mapping), remove an entry or an item, or append to a scalar,
+//! with the smallest edits, in the file's own style (`spell`: indent width, dash indentation,
+//! line endings, flow or block). It
 //! knows YAML, not Kubernetes: which edits to make is the planner's and the policy's business.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,9 +11,10 @@ use crate::source::{SourceFile, TextRange};
 use crate::yaml::{Document, Entry, NodeId, NodeKind, ScalarStyle};
 
 use super::Edit;
-pub use super::emit::{Style, detect_style};
-use super::emit::{
-    Tree, Value, render_block, render_flow_entries, render_flow_items, render_scalar,
+pub use super::spell::{Field, Style, detect_style, render_flow_map};
+use super::spell::{
+    Tree, Value, render_block, render_flow_entries, render_flow_items, render_map_item,
+    render_scalar,
 };
 
 /// What to do at the end of a path.
@@ -24,6 +26,9 @@ pub enum Action {
     RemoveItem(NodeId),
     /// Append text to a scalar's value (inside its quotes).
     Append(NodeId, String),
+    /// Add a mapping as an item of the sequence (creating it when missing): a volume, a
+    /// volume mount.
+    AddMap(Vec<(String, Field)>),
 }
 
 /// Where new keys go.
@@ -50,6 +55,9 @@ pub struct Writer<'a> {
     removals: BTreeMap<NodeId, BTreeSet<usize>>,
     /// The same, once the removals are written, for insertions into the same collections.
     removed: BTreeMap<NodeId, BTreeSet<usize>>,
+    /// Items for the end of flow sequences, written once per sequence so that several join
+    /// with commas (`[]` → `[a, b]`).
+    flow_items: BTreeMap<NodeId, Vec<String>>,
 }
 
 impl<'a> Writer<'a> {
@@ -70,6 +78,7 @@ impl<'a> Writer<'a> {
             inserts: BTreeMap::new(),
             removals: BTreeMap::new(),
             removed: BTreeMap::new(),
+            flow_items: BTreeMap::new(),
         }
     }
 }
@@ -152,6 +161,27 @@ impl Writer<'_> {
                         .entry(anchor)
                         .or_default()
                         .insert(&rest, Value::Items(vec![item.clone()]));
+                    true
+                }
+            },
+            Action::AddMap(fields) => match self.walk(base, path) {
+                Walk::Found(e, v) if self.doc.is_null(v) => {
+                    let tree = self.inserts.entry(Anchor::Null(e.key)).or_default();
+                    match tree.keys.iter_mut().find(|(k, _)| k.is_empty()) {
+                        Some((_, Value::Maps(have))) => have.push(fields.clone()),
+                        _ => tree
+                            .keys
+                            .push((String::new(), Value::Maps(vec![fields.clone()]))),
+                    }
+                    true
+                }
+                Walk::Found(_, v) if self.doc.is_sequence(v) => self.add_map(v, fields),
+                Walk::Found(..) | Walk::Blocked => false,
+                Walk::Missing(anchor, rest) => {
+                    self.inserts
+                        .entry(anchor)
+                        .or_default()
+                        .insert(&rest, Value::Maps(vec![fields.clone()]));
                     true
                 }
             },
@@ -255,19 +285,39 @@ impl Writer<'_> {
             return self.replace_scalar(same, &Literal::Str(item.to_string()));
         }
         if *flow {
-            let edit = match items.last() {
-                Some(&last) => {
-                    Edit::insertion(self.doc.node(last).range.end(), format!(", {rendered}"))
-                }
-                None => Edit::insertion(node.range.start() + 1, rendered),
-            };
-            self.edits.push(edit);
+            self.flow_items.entry(seq).or_default().push(rendered);
         } else {
             let dash_col = self.col(node.range.start());
             let (at, had_nl) = self.next_line(self.block_end(seq));
             let line = format!("{}- {rendered}", " ".repeat(dash_col));
             self.edits
                 .push(insert_line(at, had_nl, &line, self.style.nl));
+        }
+        self.touched.push(seq);
+        true
+    }
+
+    /// A mapping as a new last item: `- name: tmp` and its other keys below, at the dash
+    /// column of the existing items (or `{name: tmp, …}` in a flow sequence).
+    fn add_map(&mut self, seq: NodeId, fields: &[(String, Field)]) -> bool {
+        let node = self.doc.node(seq);
+        let NodeKind::Sequence { flow, .. } = &node.kind else {
+            return false;
+        };
+        if fields.is_empty() {
+            return false;
+        }
+        if *flow {
+            self.flow_items
+                .entry(seq)
+                .or_default()
+                .push(render_flow_map(fields));
+        } else {
+            let dash_col = self.col(node.range.start());
+            let (at, had_nl) = self.next_line(self.block_end(seq));
+            let block = render_map_item(fields, dash_col, self.style.nl);
+            self.edits
+                .push(insert_block(at, had_nl, &block, self.style.nl));
         }
         self.touched.push(seq);
         true
@@ -452,6 +502,20 @@ impl Writer<'_> {
     /// Write the merged insertions (and the removals they depend on) into `edits`.
     pub fn flush_inserts(&mut self) {
         self.flush_removals();
+        for (seq, added) in std::mem::take(&mut self.flow_items) {
+            let node = self.doc.node(seq);
+            let NodeKind::Sequence { items, .. } = &node.kind else {
+                continue;
+            };
+            let joined = added.join(", ");
+            let edit = match items.last() {
+                Some(&last) => {
+                    Edit::insertion(self.doc.node(last).range.end(), format!(", {joined}"))
+                }
+                None => Edit::insertion(node.range.start() + 1, joined),
+            };
+            self.edits.push(edit);
+        }
         let inserts = std::mem::take(&mut self.inserts);
         for (anchor, tree) in inserts {
             match anchor {
@@ -510,10 +574,21 @@ impl Writer<'_> {
             [(k, Value::Items(items))] if k.is_empty() => Some(items.clone()),
             _ => None,
         };
+        let own_maps = match tree.keys.as_slice() {
+            [(k, Value::Maps(maps))] if k.is_empty() => Some(maps.clone()),
+            _ => None,
+        };
         if in_flow {
-            let content = match &own_items {
-                Some(items) => render_flow_items(items),
-                None => format!("{{{}}}", render_flow_entries(tree, self.order)),
+            let content = match (&own_items, &own_maps) {
+                (Some(items), _) => render_flow_items(items),
+                (_, Some(maps)) => format!(
+                    "[{}]",
+                    maps.iter()
+                        .map(|m| render_flow_map(m))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("{{{}}}", render_flow_entries(tree, self.order)),
             };
             let key_end = doc.node(key).range.end();
             let edit = if value_range.is_empty() {
@@ -530,6 +605,11 @@ impl Writer<'_> {
         }
         let key_col = self.col(doc.node(key).range.start());
         let block = match &own_items {
+            None if own_maps.is_some() => own_maps
+                .iter()
+                .flatten()
+                .map(|m| render_map_item(m, key_col + self.style.dash, self.style.nl))
+                .collect::<String>(),
             Some(items) => items
                 .iter()
                 .map(|i| {

@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::decision::{self, ContainerImage, ImageDecision, UserVerdict};
 use crate::facts::Facts;
 use crate::image::ImagePolicy;
 use crate::k8s::{self, Contents, KubeVersion, ObjectInfo, Workload};
 use crate::parsed::{Parsed, Stamp};
 use crate::rules::eval::{self, Context, Hit};
-use crate::rules::{Applicability, ExemptWhen, Profile, Registry, Rule, Severity};
+use crate::rules::{Applicability, ExemptWhen, ImageFit, Profile, Registry, Rule, Severity};
 use crate::source::{LineCol, SourceFile, TextRange};
 use crate::workloads::{KindEntry, WorkloadKinds};
 use crate::yaml::{self, Document, Limits, YamlErrorKind};
@@ -123,6 +124,8 @@ pub struct FileResult {
     conditional: Vec<(Finding, ServiceAccountRef)>,
     /// ServiceAccounts with `automountServiceAccountToken: false`.
     quiet_service_accounts: Vec<ServiceAccountRef>,
+    /// What each container's image allows, when images were inspected.
+    pub containers: Vec<ContainerImage>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +134,8 @@ pub struct Report {
     /// ServiceAccounts in the change that turn token automounting off.
     pub quiet_service_accounts: Vec<ServiceAccountRef>,
     pub notes: Vec<Note>,
+    /// What each container's image allows, when images were inspected (empty otherwise).
+    pub containers: Vec<ContainerImage>,
     pub files: usize,
     pub documents: usize,
     pub workloads: usize,
@@ -270,6 +275,7 @@ impl<'r> Linter<'r> {
             }
             report.findings.extend(r.findings);
             report.notes.extend(r.notes);
+            report.containers.extend(r.containers);
             report.findings.extend(
                 r.pending
                     .into_iter()
@@ -509,6 +515,35 @@ impl<'r> Linter<'r> {
             images: &self.settings.images,
             facts: &self.facts,
         };
+        let decisions: Vec<Option<ImageDecision>> = containers
+            .iter()
+            .map(|c| decision::decide(doc, w.pod_spec, c.node, &self.facts.images))
+            .collect();
+        let hoist_blocked = containers.iter().zip(&decisions).any(|(c, d)| {
+            d.as_ref().is_some_and(|d| d.refuses_inherited_non_root())
+                && doc
+                    .get_path(c.node, &["securityContext", "runAsNonRoot"])
+                    .is_none_or(|v| doc.is_null(v))
+        });
+        let decisions: Vec<Option<std::sync::Arc<ImageDecision>>> = decisions
+            .into_iter()
+            .map(|d| d.map(std::sync::Arc::new))
+            .collect();
+        for (c, d) in containers.iter().zip(&decisions) {
+            if let Some(d) = d {
+                let at = doc
+                    .get(c.node, "image")
+                    .map_or(doc.node(c.node).range, |n| doc.node(n).range);
+                out.containers.push(ContainerImage {
+                    path: file.path.clone(),
+                    document: index,
+                    line: file.line_col(at.start()).line,
+                    object: info.clone(),
+                    container: c.display_name(),
+                    decision: (**d).clone(),
+                });
+            }
+        }
         let windows = w.is_windows(doc);
         let user_namespace = w.host_users_false(doc);
         let mut findings: Vec<Finding> = Vec::new();
@@ -528,7 +563,34 @@ impl<'r> Linter<'r> {
                 continue;
             }
             for check in &rule.checks {
-                for hit in eval::evaluate(&cx, check) {
+                for mut hit in eval::evaluate(&cx, check) {
+                    if hit.target.image_fit.is_some()
+                        && let Some(Some(d)) =
+                            hit.container.map(|i| decisions.get(i).cloned().flatten())
+                    {
+                        hit.target.image = Some(decision::Fitting {
+                            decision: d,
+                            pod_spec: w.pod_spec,
+                            hoist_blocked,
+                        });
+                    }
+                    let mut applicability = hit.target.action.as_ref().and(
+                        check
+                            .applicability
+                            .or(rule.fix.as_ref().map(|f| f.applicability)),
+                    );
+                    // What the image lets the fix do: the one place that says it.
+                    if let (Some(ImageFit::RunAsNonRoot), Some(f)) =
+                        (hit.target.image_fit, &hit.target.image)
+                    {
+                        match f.decision.user {
+                            UserVerdict::NonRoot { .. } | UserVerdict::Named { .. } => {
+                                applicability = applicability.map(|_| Applicability::Safe);
+                            }
+                            UserVerdict::Unverifiable { .. } => applicability = None,
+                            UserVerdict::Root { .. } | UserVerdict::NotChecked { .. } => {}
+                        }
+                    }
                     let finding = Finding {
                         rule: rule.id.clone(),
                         severity: hit.severity.unwrap_or_else(|| self.severity(rule)),
@@ -540,12 +602,8 @@ impl<'r> Linter<'r> {
                         object: Some(info.clone()),
                         pod: w.label.clone(),
                         container: hit.container.map(|i| containers[i].display_name()),
-                        fixable: rule.fix.is_some() && hit.target.action.is_some(),
-                        applicability: hit.target.action.as_ref().and(
-                            check
-                                .applicability
-                                .or(rule.fix.as_ref().map(|f| f.applicability)),
-                        ),
+                        fixable: rule.fix.is_some() && applicability.is_some(),
+                        applicability,
                         document: index,
                         hit: None,
                     };

@@ -46,6 +46,10 @@ pub struct Target {
     pub inherited: bool,
     /// Text to append to the value (a digest for `pin-digest`).
     pub suffix: Option<String>,
+    /// What of the container's image the fix depends on.
+    pub image_fit: Option<super::ImageFit>,
+    /// The container's image decision, for a check with `image_fit` (set by the linter).
+    pub image: Option<crate::decision::Fitting>,
 }
 
 /// A scalar as the comparable text Kubernetes would see.
@@ -233,6 +237,8 @@ pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {
                         action: check.fix.clone(),
                         inherited,
                         suffix: None,
+                        image_fit: check.image_fit,
+                        image: None,
                     },
                     unless_service_account: None,
                     severity: None,

@@ -337,6 +337,23 @@ pub struct Check {
     pub fix: Option<FixAction>,
     /// Overrides the rule's fix applicability for this check's fix.
     pub applicability: Option<Applicability>,
+    /// The fix depends on the container's image (its user, volumes, ports), when its
+    /// configuration was read: see `decision`.
+    pub image_fit: Option<ImageFit>,
+}
+
+/// Which part of an image's configuration a check's fix depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFit {
+    /// `runAsNonRoot: true`: safe for a non-zero UID, withheld for a name nobody can verify,
+    /// paired with runAsUser/runAsGroup for a named user or root.
+    RunAsNonRoot,
+    /// `readOnlyRootFilesystem: true`: comes with emptyDir mounts for the image's volumes and
+    /// `/tmp`.
+    ReadOnlyRoot,
+    /// `capabilities.drop: [ALL]`: says when ports below 1024 need NET_BIND_SERVICE.
+    DropAll,
 }
 
 fn exact() -> Normalize {
@@ -615,6 +632,12 @@ pub fn parse_rule(origin: &str, text: &str) -> Result<Rule, RuleError> {
         if check.scope == Scope::Annotation && check.annotation_prefix.is_none() {
             return Err(at_root(format!(
                 "rule `{}`: an annotation check needs `annotation-prefix`",
+                rule.id
+            )));
+        }
+        if check.image_fit.is_some() && (check.scope != Scope::Container || check.fix.is_none()) {
+            return Err(at_root(format!(
+                "rule `{}`: `image-fit` belongs on a container check with a fix",
                 rule.id
             )));
         }

@@ -139,6 +139,10 @@ fn allowed(path: &str) -> bool {
         "hostPID",
         "hostIPC",
     ];
+    // Before the container paths: the annotation's key holds `.container.` too.
+    if path.contains(".annotations.container.apparmor.security.beta.kubernetes.io/") {
+        return true;
+    }
     // Pod spec containers first, then containers operators keep elsewhere (rules/workloads):
     // Argo templates' `container`, `script` and `sidecars`, Tekton `steps` and `sidecars`, a
     // Spark driver or executor as its own main container.
@@ -157,9 +161,6 @@ fn allowed(path: &str) -> bool {
             let rest = &path[i + kind.len()..];
             return CONTAINER_FIELDS.contains(&rest);
         }
-    }
-    if path.contains(".annotations.container.apparmor.security.beta.kubernetes.io/") {
-        return true;
     }
     // Extension keys (`x-…: &anchor`) hold definitions that `<<` merges into pod specs and
     // containers; fixes change them at the definition.
@@ -380,7 +381,11 @@ pub fn fixture_settings(
         }
     }
     let facts = kubeharden_core::facts::Facts {
-        images: std::sync::Arc::new(kubeharden_core::facts::ImageFacts { digests, scans }),
+        images: std::sync::Arc::new(kubeharden_core::facts::ImageFacts {
+            digests,
+            scans,
+            ..Default::default()
+        }),
     };
     (settings, facts)
 }

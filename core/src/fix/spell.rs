@@ -1,12 +1,35 @@
-//! The YAML the writer creates, in the file's own style: the habits detected in the file
-//! (indent width, dash indentation, line endings), the keys to create merged into a tree, and
-//! how that tree and its scalars are written in block or flow style.
+//! How new YAML is spelled: the file's habits (indent width, dash indentation, line endings)
+//! and the blocks, flow collections and scalars the writer inserts, rendered in them. Apart
+//! from the writer so that where edits go and what they say can each be read alone.
 
 use std::collections::BTreeMap;
 
 use crate::rules::Literal;
 use crate::source::SourceFile;
 use crate::yaml::{self, Document, NodeKind, Plain, ScalarStyle};
+
+/// A value of a mapping the writer adds as a sequence item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    Lit(Literal),
+    /// `{}` (`emptyDir: {}`).
+    EmptyMap,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Lit(l) => f.write_str(&render_scalar(l, ScalarStyle::Plain)),
+            Field::EmptyMap => f.write_str("{}"),
+        }
+    }
+}
+
+/// `{name: tmp, emptyDir: {}}`
+pub fn render_flow_map(fields: &[(String, Field)]) -> String {
+    let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
 
 /// The file's formatting habits, so generated YAML looks like its neighbours.
 #[derive(Debug, Clone, Copy)]
@@ -73,18 +96,19 @@ pub fn detect_style(file: &SourceFile, docs: &[Document]) -> Style {
 /// Keys to create under one existing node, merged from several needs.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Tree {
-    pub keys: Vec<(String, Value)>,
+    pub(super) keys: Vec<(String, Value)>,
 }
 
 #[derive(Debug, Clone)]
 pub(super) enum Value {
     Scalar(Literal),
     Items(Vec<String>),
+    Maps(Vec<Vec<(String, Field)>>),
     Map(Tree),
 }
 
 impl Tree {
-    pub fn insert(&mut self, path: &[String], leaf: Value) {
+    pub(super) fn insert(&mut self, path: &[String], leaf: Value) {
         let Some((first, rest)) = path.split_first() else {
             return;
         };
@@ -93,6 +117,15 @@ impl Tree {
             match pos {
                 Some(i) => {
                     if let (Value::Items(have), Value::Items(more)) = (&mut self.keys[i].1, &leaf) {
+                        have.extend(
+                            more.iter()
+                                .filter(|m| !have.contains(m))
+                                .cloned()
+                                .collect::<Vec<_>>(),
+                        );
+                    } else if let (Value::Maps(have), Value::Maps(more)) =
+                        (&mut self.keys[i].1, &leaf)
+                    {
                         have.extend(
                             more.iter()
                                 .filter(|m| !have.contains(m))
@@ -119,11 +152,25 @@ impl Tree {
         }
     }
 
-    pub fn sorted(&self, order: &[&str]) -> Vec<&(String, Value)> {
+    pub(super) fn sorted(&self, order: &[&str]) -> Vec<&(String, Value)> {
         let mut keys: Vec<&(String, Value)> = self.keys.iter().collect();
         keys.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
         keys
     }
+}
+
+/// `- k: v` then the other keys two columns in, starting at column `dash`.
+pub(super) fn render_map_item(fields: &[(String, Field)], dash: usize, nl: &str) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        let lead = if i == 0 {
+            format!("{}- ", " ".repeat(dash))
+        } else {
+            " ".repeat(dash + 2)
+        };
+        out += &format!("{lead}{k}: {v}{nl}");
+    }
+    out
 }
 
 pub(super) fn render_block(tree: &Tree, indent: usize, style: Style, order: &[&str]) -> String {
@@ -147,6 +194,12 @@ pub(super) fn render_block(tree: &Tree, indent: usize, style: Style, order: &[&s
                         render_scalar(&Literal::Str(item.clone()), ScalarStyle::Plain),
                         style.nl
                     );
+                }
+            }
+            Value::Maps(maps) => {
+                out += &format!("{pad}{key}:{}", style.nl);
+                for m in maps {
+                    out += &render_map_item(m, indent + style.dash, style.nl);
                 }
             }
             Value::Map(sub) => {
@@ -173,6 +226,13 @@ pub(super) fn render_flow_entries(tree: &Tree, order: &[&str]) -> String {
         .map(|(key, value)| match value {
             Value::Scalar(v) => format!("{key}: {}", render_scalar(v, ScalarStyle::Plain)),
             Value::Items(items) => format!("{key}: {}", render_flow_items(items)),
+            Value::Maps(maps) => format!(
+                "{key}: [{}]",
+                maps.iter()
+                    .map(|m| render_flow_map(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Value::Map(sub) => format!("{key}: {{{}}}", render_flow_entries(sub, order)),
         })
         .collect::<Vec<_>>()
