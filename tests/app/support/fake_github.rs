@@ -68,6 +68,8 @@ struct Pr {
     /// The head branch (in this repository unless `fork`).
     head_ref: String,
     fork: bool,
+    /// The fork was deleted: `head.repo` is `null`.
+    fork_deleted: bool,
     author: String,
     closed: bool,
 }
@@ -164,6 +166,12 @@ struct Inner {
     manifest_codes: HashMap<String, (Value, bool)>,
     /// Manifests posted to the "new app" page: (organisation, manifest, state).
     posted_manifests: Vec<(Option<String>, Value, Option<String>)>,
+    /// API requests without the `Accept` and `User-Agent` GitHub asks for (refused with 400).
+    header_violations: Vec<String>,
+    /// Files whose `sha` `pulls/list-files` answers as null (the description allows it).
+    null_file_shas: Vec<String>,
+    /// `pulls/get` answers `owner: null` in its head and base repositories.
+    null_repo_owners: bool,
 }
 
 pub struct FakeGitHub {
@@ -206,6 +214,9 @@ impl FakeGitHub {
             manifest_app: None,
             manifest_codes: HashMap::new(),
             posted_manifests: Vec::new(),
+            header_violations: Vec::new(),
+            null_file_shas: Vec::new(),
+            null_repo_owners: false,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -257,6 +268,7 @@ impl FakeGitHub {
                 head: head.to_string(),
                 head_ref,
                 fork: false,
+                fork_deleted: false,
                 author: "octocat".into(),
                 closed: false,
             },
@@ -271,6 +283,30 @@ impl FakeGitHub {
         pr.fork = true;
         let head_ref = pr.head_ref.clone();
         r.refs.remove(&head_ref);
+    }
+
+    /// The fork of a pull request from one was deleted: `pulls/get` answers `head.repo: null`.
+    pub fn delete_fork(&self, repo: &str, number: u64) {
+        self.make_fork(repo, number);
+        let mut s = self.lock();
+        s.repos
+            .get_mut(repo)
+            .unwrap()
+            .prs
+            .get_mut(&number)
+            .unwrap()
+            .fork_deleted = true;
+    }
+
+    /// `pulls/get` answers `owner: null` in the head and base repositories (as GitHub's
+    /// description allows).
+    pub fn null_repo_owners(&self) {
+        self.lock().null_repo_owners = true;
+    }
+
+    /// `pulls/list-files` answers `sha: null` for `path` (as GitHub's description allows).
+    pub fn null_file_sha(&self, path: &str) {
+        self.lock().null_file_shas.push(path.to_string());
     }
 
     /// A new head for a pull request (its branch moves with it).
@@ -521,6 +557,11 @@ impl Drop for FakeGitHub {
             return;
         }
         let s = self.lock();
+        assert!(
+            s.header_violations.is_empty(),
+            "requests without GitHub's Accept and User-Agent: {:?}",
+            s.header_violations
+        );
         let reviews = s.reviews.len() - s.taken_reviews;
         let checks = s.check_runs.len() - s.taken_check_runs;
         let comments = s.comments[s.taken_comments..]
@@ -658,6 +699,26 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    // GitHub asks every API client for these (the manifest flow's pages are a browser's).
+    let browser = path.ends_with("/settings/apps/new") || path == "/favicon.ico";
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let user_agent = concat!("kubeharden/", env!("CARGO_PKG_VERSION"));
+    if !browser
+        && (header("accept") != Some("application/vnd.github+json")
+            || header("user-agent") != Some(user_agent)
+            || headers.get_all("user-agent").iter().count() != 1)
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.header_violations.push(format!(
+            "{method} {path}: accept {:?}, user-agent {:?}",
+            headers.get_all("accept").iter().collect::<Vec<_>>(),
+            headers.get_all("user-agent").iter().collect::<Vec<_>>()
+        ));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "send Accept: application/vnd.github+json and a User-Agent",
+        );
+    }
     let stall = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         // Recorded before any stall, so a test sees the request while it hangs.
@@ -1024,6 +1085,12 @@ fn repo_request(
                 .unwrap_or(1);
             let files: Vec<Value> = pr_files(repo, pr)
                 .into_iter()
+                .map(|mut f| {
+                    if s.null_file_shas.iter().any(|p| f["filename"] == *p) {
+                        f["sha"] = Value::Null;
+                    }
+                    f
+                })
                 .skip((page - 1) * per_page)
                 .take(per_page)
                 .collect();
@@ -1046,19 +1113,41 @@ fn repo_request(
         (Method::GET, ["contents", path @ ..]) => {
             let path = path.join("/");
             let commit = query_param(uri, "ref").unwrap_or_default();
-            match repo.commits.get(&commit).and_then(|t| t.get(&path)) {
+            let tree = repo.commits.get(&commit);
+            // A directory's contents are its listing: an array, not a file object.
+            let listing: Vec<Value> = tree
+                .into_iter()
+                .flat_map(|t| t.keys())
+                .filter_map(|p| p.strip_prefix(&format!("{path}/")))
+                .map(|name| {
+                    let name = name.split('/').next().unwrap_or(name);
+                    json!({ "type": "file", "name": name, "path": format!("{path}/{name}") })
+                })
+                .collect();
+            match tree.and_then(|t| t.get(&path)) {
                 Some(c) => json_response(
                     StatusCode::OK,
                     json!({ "type": "file", "path": path, "encoding": "base64", "content": base64::engine::general_purpose::STANDARD.encode(c) }),
                 ),
+                None if !listing.is_empty() => json_response(StatusCode::OK, Value::Array(listing)),
                 None => error(StatusCode::NOT_FOUND, "Not Found"),
             }
         }
         (Method::GET, ["pulls", n]) => match n.parse().ok().and_then(|n: u64| repo.prs.get(&n)) {
             Some(pr) => {
                 let (owner, name) = repo_name.split_once('/').unwrap();
-                let base_repo = json!({ "id": 1296269, "name": name, "full_name": repo_name, "owner": { "login": owner } });
-                let head_repo = if pr.fork {
+                let owner = if s.null_repo_owners {
+                    Value::Null
+                } else {
+                    json!({ "login": owner })
+                };
+                let base_repo =
+                    json!({ "id": 1296269, "name": name, "full_name": repo_name, "owner": owner });
+                let head_repo = if pr.fork_deleted {
+                    Value::Null
+                } else if pr.fork && s.null_repo_owners {
+                    json!({ "id": 55555, "name": name, "full_name": format!("forker/{name}"), "owner": null })
+                } else if pr.fork {
                     json!({ "id": 55555, "name": name, "full_name": format!("forker/{name}"), "owner": { "login": "forker" } })
                 } else {
                     base_repo.clone()
