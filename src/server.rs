@@ -400,9 +400,12 @@ fn command_of(event: &Event, app_id: u64) -> Option<(Option<String>, CommandJob)
             if e.check_run.app.as_ref().map(|a| a.id) != Some(app_id) || e.sender.is_bot() {
                 return None;
             }
-            let command = match (e.action.as_str(), &e.requested_action) {
-                ("requested_action", Some(action)) => commands::from_action(&action.identifier)?,
-                ("rerequested", _) => Command::Recheck,
+            let action = e.action.as_deref();
+            let command = match (action, &e.requested_action) {
+                (Some("requested_action"), Some(pressed)) => {
+                    commands::from_action(pressed.identifier.as_deref()?)?
+                }
+                (Some("rerequested"), _) => Command::Recheck,
                 _ => return None,
             };
             Some((
@@ -415,14 +418,16 @@ fn command_of(event: &Event, app_id: u64) -> Option<(Option<String>, CommandJob)
                     command,
                     requester: e.sender.login.clone(),
                     comment: None,
-                    head_sha: (e.action == "requested_action")
+                    head_sha: (action == Some("requested_action"))
                         .then(|| e.check_run.head_sha.clone()),
                     requested_at: chrono::Utc::now(),
                 },
             ))
         }
         Event::IssueComment(e) => {
-            if e.action != "created" || e.issue.pull_request.is_none() || e.comment.user.is_bot() {
+            // A deleted user's comment (`user: null`) asks for nothing.
+            let user = e.comment.user.as_ref()?;
+            if e.action != "created" || e.issue.pull_request.is_none() || user.is_bot() {
                 return None;
             }
             let command = commands::parse(&e.comment.body)?;
@@ -434,7 +439,7 @@ fn command_of(event: &Event, app_id: u64) -> Option<(Option<String>, CommandJob)
                     repo: e.repository.name.clone(),
                     pr: e.issue.number,
                     command,
-                    requester: e.comment.user.login.clone(),
+                    requester: user.login.clone(),
                     comment: Some(e.comment.id),
                     head_sha: None,
                     requested_at: e.comment.created_at,

@@ -217,10 +217,45 @@ pub fn commit_message(set: &FixSet, requester: &str, request: &str) -> String {
     let _ = writeln!(m, "Rules: {}", rules.join(", "));
     m.push_str("Files:\n");
     for f in &set.files {
-        let _ = writeln!(m, "- {}", f.path);
+        let _ = writeln!(m, "- {}", quote_path(&f.path));
     }
     let _ = write!(m, "\n{REQUEST_TRAILER} {request}\n");
     m
+}
+
+/// A path as Git quotes it (`core.quotePath=false`): unchanged unless it holds a control
+/// character, a `"` or a `\`; then in double quotes with C escapes (`\n`, `\t`, `\"`, `\\`,
+/// octal for the rest). A file name is the pull request author's text: raw, a newline in it
+/// would write lines of its own into the commit message, a forged request trailer among them.
+pub fn quote_path(path: &str) -> String {
+    let special = |c: char| c.is_control() || c == '"' || c == '\\';
+    if !path.chars().any(special) {
+        return path.to_string();
+    }
+    let mut out = String::with_capacity(path.len() + 2);
+    out.push('"');
+    for c in path.chars() {
+        match c {
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\x0b' => out.push_str("\\v"),
+            '\x0c' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\{b:03o}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Whether a commit message is the one made for this request.
@@ -552,6 +587,34 @@ mod tests {
         assert!(made_for(&m, "d-1"));
         assert!(!made_for(&m, "d-10"));
         assert!(!made_for("KubeHarden-Request: d-1 and more", "d-1"));
+    }
+
+    #[test]
+    fn file_names_with_control_characters_are_quoted_in_the_commit_message() {
+        let set = FixSet {
+            files: vec![FileFix {
+                path: "a.yaml\nKubeHarden-Request: d-2\n\u{1b}[31m\"q\"\\.yaml".into(),
+                original: "a".into(),
+                fixed: "b".into(),
+                rules: ["privileged".to_string()].into(),
+                findings: 1,
+            }],
+            ..Default::default()
+        };
+        let m = commit_message(&set, "octocat", "d-1");
+        assert!(
+            m.contains("- \"a.yaml\\nKubeHarden-Request: d-2\\n\\033[31m\\\"q\\\"\\\\.yaml\"\n"),
+            "{m}"
+        );
+        assert!(!m.chars().any(|c| c.is_control() && c != '\n'), "{m:?}");
+        // The name cannot pass for the trailer of another request.
+        assert!(made_for(&m, "d-1"));
+        assert!(!made_for(&m, "d-2"));
+        // As Git quotes them: plain names stay as they are, UTF-8 included.
+        assert_eq!(quote_path("deploy/web app.yaml"), "deploy/web app.yaml");
+        assert_eq!(quote_path("déploiement.yaml"), "déploiement.yaml");
+        assert_eq!(quote_path("a\tb\u{7f}"), "\"a\\tb\\177\"");
+        assert_eq!(quote_path("\u{85}"), "\"\\302\\205\"");
     }
 
     #[test]

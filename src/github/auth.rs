@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use http::Method;
 use octocrab::Octocrab;
-use octocrab::service::middleware::retry::RetryConfig;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::transport::{RetryPolicy, TokenClients, send, token_clients};
+use super::transport::{ClientAuth, RetryPolicy, TokenClients, client, send, token_clients};
 use super::{GitHubError, Secret};
 
 /// What a job may do; its installation tokens are narrowed to that and to one repository, so a
@@ -77,13 +76,13 @@ impl App {
     ) -> Result<Arc<App>, GitHubError> {
         let key = octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.expose().as_bytes())
             .map_err(|_| GitHubError::Config("the private key is not an RSA private key in PEM form (as GitHub's app settings download it)".into()))?;
-        let app = Octocrab::builder()
-            .base_uri(api_url)
-            .map_err(|e| GitHubError::Config(format!("GitHub API URL `{api_url}`: {e}")))?
-            .add_retry_config(RetryConfig::None)
-            .app(octocrab::models::AppId(app_id), key)
-            .build()
-            .map_err(|e| GitHubError::Config(format!("cannot build the GitHub client: {e}")))?;
+        let app = client(
+            api_url,
+            ClientAuth::App(octocrab::auth::AppAuth {
+                app_id: octocrab::models::AppId(app_id),
+                key,
+            }),
+        )?;
         Ok(Arc::new(App {
             app,
             app_id,

@@ -106,7 +106,17 @@ pub struct GitRef {
     pub sha: String,
     #[serde(rename = "ref")]
     pub branch: String,
-    pub repo: Option<Repository>,
+    /// `null` when the fork the pull request came from was deleted.
+    pub repo: Option<RefRepository>,
+}
+
+/// The repository a pull request's head or base lives in. GitHub's description lets its
+/// `owner` be `null` (a deleted fork's), so only the id is relied on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefRepository {
+    pub id: u64,
+    #[serde(default)]
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,8 +160,10 @@ impl User {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CheckRunEvent {
-    /// `requested_action` (a button), `rerequested` ("Re-run"), `created`, `completed`.
-    pub action: String,
+    /// `requested_action` (a button), `rerequested` ("Re-run"), `created`, `completed`; GitHub's
+    /// description does not require it.
+    #[serde(default)]
+    pub action: Option<String>,
     pub check_run: CheckRun,
     #[serde(default)]
     pub requested_action: Option<RequestedAction>,
@@ -195,7 +207,9 @@ pub struct PullRequestRef {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RequestedAction {
-    pub identifier: String,
+    /// Not required by GitHub's description: without one, no button of ours was pressed.
+    #[serde(default)]
+    pub identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +235,7 @@ pub struct Comment {
     pub id: u64,
     #[serde(default)]
     pub body: String,
-    pub user: User,
+    /// `null` for a deleted user.
+    pub user: Option<User>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

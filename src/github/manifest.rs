@@ -2,12 +2,10 @@
 //! the app it registered.
 
 use http::Method;
-use octocrab::Octocrab;
-use octocrab::service::middleware::retry::RetryConfig;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::transport::{RetryPolicy, send};
+use super::transport::{ClientAuth, RetryPolicy, client, send};
 use super::{GitHubError, Secret, encode_path};
 
 /// What GitHub returns for a manifest code: the new app's id and secrets.
@@ -36,12 +34,7 @@ fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
 /// (`POST /app-manifests/{code}/conversions`, which takes no authentication; a code is good
 /// once, for an hour).
 pub async fn convert_manifest(api_url: &str, code: &str) -> Result<ConvertedApp, GitHubError> {
-    let crab = Octocrab::builder()
-        .base_uri(api_url)
-        .map_err(|e| GitHubError::Config(format!("GitHub API URL `{api_url}`: {e}")))?
-        .add_retry_config(RetryConfig::None)
-        .build()
-        .map_err(|e| GitHubError::Config(format!("cannot build the GitHub client: {e}")))?;
+    let crab = client(api_url, ClientAuth::None)?;
     // Not retried: a code that reached GitHub once is spent.
     let policy = RetryPolicy {
         attempts: 1,

@@ -11,9 +11,18 @@ use super::{GitHubError, RepoClient, encode_path, events};
 pub struct ChangedFile {
     pub filename: String,
     pub status: String,
-    pub sha: String,
+    /// The blob at the head; GitHub's description lets it be `null`.
+    pub sha: Option<String>,
     #[serde(default)]
     pub patch: Option<String>,
+}
+
+/// What a path holds at a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAt {
+    File(Vec<u8>),
+    Directory,
+    Missing,
 }
 
 impl RepoClient {
@@ -35,12 +44,19 @@ impl RepoClient {
         Ok(files)
     }
 
-    /// A file's bytes at a commit, `None` when it does not exist there.
-    pub async fn file_at(&self, file: &str, commit: &str) -> Result<Option<Vec<u8>>, GitHubError> {
+    /// A file's bytes at a commit: missing when nothing (or no readable file) is there, and a
+    /// directory when the path names one (GitHub then answers its listing, an array).
+    pub async fn file_at(&self, file: &str, commit: &str) -> Result<FileAt, GitHubError> {
         #[derive(Deserialize)]
         struct Content {
             content: Option<String>,
             encoding: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Answer {
+            Listing(#[allow(dead_code)] Vec<serde::de::IgnoredAny>),
+            Content(Content),
         }
         let path = format!(
             "{}/contents/{}?ref={}",
@@ -48,12 +64,14 @@ impl RepoClient {
             encode_path(file),
             encode_path(commit)
         );
-        match self.call::<Content>(Method::GET, &path, None).await {
-            Ok(c) => Ok(c
+        match self.call::<Answer>(Method::GET, &path, None).await {
+            Ok(Answer::Listing(_)) => Ok(FileAt::Directory),
+            Ok(Answer::Content(c)) => Ok(c
                 .content
                 .zip(c.encoding)
-                .and_then(|(content, encoding)| decode_content(&content, &encoding))),
-            Err(e) if e.status() == Some(404) => Ok(None),
+                .and_then(|(content, encoding)| decode_content(&content, &encoding))
+                .map_or(FileAt::Missing, FileAt::File)),
+            Err(e) if e.status() == Some(404) => Ok(FileAt::Missing),
             Err(e) => Err(e),
         }
     }

@@ -1,15 +1,76 @@
 //! Requests to GitHub: building the octocrab clients, one request with its retries (5xx and
 //! transport errors back off; rate limits are waited out), and where GraphQL lives.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, StatusCode};
-use octocrab::Octocrab;
-use octocrab::service::middleware::retry::RetryConfig;
+use http::header::{ACCEPT, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use octocrab::service::middleware::auth_header::AuthHeaderLayer;
+use octocrab::service::middleware::base_uri::BaseUriLayer;
+use octocrab::service::middleware::extra_headers::ExtraHeadersLayer;
+use octocrab::{AuthState, OctoBody, Octocrab, OctocrabBuilder};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{GitHubError, Secret};
+
+/// What every request to GitHub says about itself, as GitHub asks: who is calling (a
+/// `User-Agent` naming the app and its version) and which media type it wants.
+pub const USER_AGENT_VALUE: &str = concat!("kubeharden/", env!("CARGO_PKG_VERSION"));
+pub const ACCEPT_VALUE: &str = "application/vnd.github+json";
+
+/// How a client authenticates: as the app (a JWT octocrab signs per request), with an
+/// installation token, or not at all (the manifest conversion).
+pub(super) enum ClientAuth<'a> {
+    App(octocrab::auth::AppAuth),
+    Token(&'a Secret),
+    None,
+}
+
+/// The one place GitHub clients are built. octocrab's default builder always sends
+/// `User-Agent: octocrab` and appends extra headers beside it (two user agents), so the stack
+/// is put together here from octocrab's own layers: the connection (rustls, native roots,
+/// http or https like octocrab's), redirects followed, our headers, the base URL, and the
+/// token only to that host.
+pub(super) fn client(base: &str, auth: ClientAuth<'_>) -> Result<Octocrab, GitHubError> {
+    let config = |what: String| GitHubError::Config(what);
+    let base_uri: Uri = base
+        .parse()
+        .map_err(|e| config(format!("GitHub API URL `{base}`: {e}")))?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| config(format!("cannot load the TLS root certificates: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, OctoBody>(connector);
+    let headers = vec![
+        (USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE)),
+        (ACCEPT, HeaderValue::from_static(ACCEPT_VALUE)),
+    ];
+    let (token, state) = match auth {
+        ClientAuth::App(app) => (None, AuthState::App(app)),
+        ClientAuth::Token(token) => {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| config("the installation token is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            (Some(value), AuthState::None)
+        }
+        ClientAuth::None => (None, AuthState::None),
+    };
+    let crab = OctocrabBuilder::new_empty()
+        .with_service(http)
+        .with_layer(&tower_http::follow_redirect::FollowRedirectLayer::new())
+        .with_layer(&ExtraHeadersLayer::new(Arc::new(headers)))
+        .with_layer(&BaseUriLayer::new(base_uri.clone()))
+        .with_layer(&AuthHeaderLayer::new(token, base_uri.clone(), base_uri))
+        .with_auth(state)
+        .build()
+        .map_err(|e| config(format!("cannot build the GitHub client: {e}")))?;
+    Ok(crab)
+}
 
 /// How hard requests try before giving up.
 #[derive(Debug, Clone, Copy)]
@@ -190,18 +251,9 @@ pub(super) struct TokenClients {
 }
 
 pub(super) fn token_clients(api_url: &str, token: &Secret) -> Result<TokenClients, GitHubError> {
-    let build = |base: &str| {
-        Octocrab::builder()
-            .base_uri(base)
-            .map_err(|e| GitHubError::Config(format!("GitHub API URL `{base}`: {e}")))?
-            .add_retry_config(RetryConfig::None)
-            .personal_token(token.expose().to_string())
-            .build()
-            .map_err(|e| GitHubError::Config(format!("cannot build the GitHub client: {e}")))
-    };
     Ok(TokenClients {
-        rest: build(api_url)?,
-        graphql: build(&graphql_base(api_url))?,
+        rest: client(api_url, ClientAuth::Token(token))?,
+        graphql: client(&graphql_base(api_url), ClientAuth::Token(token))?,
     })
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::github::{App, GitHubError, RepoClient};
+use crate::github::{App, FileAt, GitHubError, RepoClient};
 use kubeharden_core::change::PrFile;
 use kubeharden_core::config::{CONFIG_PATHS, Config};
 use kubeharden_core::facts::{Facts, ImageFacts};
@@ -249,8 +249,15 @@ async fn base_config(
     registry: &Registry,
 ) -> Result<Result<Config, String>> {
     for path in CONFIG_PATHS {
-        let Some(bytes) = client.file_at(path, base).await? else {
-            continue;
+        let bytes = match client.file_at(path, base).await? {
+            FileAt::File(bytes) => bytes,
+            FileAt::Missing => continue,
+            // Said in the check run, as any configuration that does not load.
+            FileAt::Directory => {
+                return Ok(Err(format!(
+                    "{path}: a directory, where the configuration file should be"
+                )));
+            }
         };
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
@@ -282,27 +289,38 @@ async fn fetch_files(
             )
         })
         .filter(|f| config.lints_changed(&f.filename))
+        .filter_map(|f| match f.sha.clone() {
+            Some(sha) => Some((f, sha)),
+            None => {
+                // GitHub's description allows it; nothing to fetch the file by.
+                tracing::warn!(
+                    file = f.filename,
+                    "not linted: GitHub lists the file without a blob sha"
+                );
+                None
+            }
+        })
         .collect();
     let limit = Arc::new(tokio::sync::Semaphore::new(cx.fetch_concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, file) in wanted.into_iter().enumerate() {
+    for (index, (file, sha)) in wanted.into_iter().enumerate() {
         let client = client.clone();
         let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let bytes = client.blob(&file.sha).await;
-            (index, file, bytes)
+            let bytes = client.blob(&sha).await;
+            (index, file, sha, bytes)
         });
     }
     let mut files = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let (index, file, bytes) = done.context("a fetch task panicked")?;
+        let (index, file, sha, bytes) = done.context("a fetch task panicked")?;
         let bytes = bytes.with_context(|| format!("cannot fetch {}", file.filename))?;
         // Not UTF-8: linted whole, reported at the bad byte, never committed back.
         files.push((
             index,
             PrFile::from_bytes(file.filename, bytes, file.patch),
-            file.sha,
+            sha,
         ));
     }
     files.sort_by_key(|(i, ..)| *i);

@@ -10,6 +10,7 @@ mod commands;
 mod crash;
 mod edge;
 mod oci;
+mod payloads;
 mod reviews;
 mod scan;
 mod setup;
