@@ -10,6 +10,7 @@ mod commands;
 mod crash;
 mod edge;
 mod oci;
+mod recovery;
 mod reviews;
 mod scan;
 mod setup;
