@@ -2,8 +2,9 @@
 //! default minimum rate, with a signature that only the body refutes): the answer time of the
 //! delivery (p50 and worst of 10) and the process's resident memory with the clients connected,
 //! against the same with none. The server runs under its default limits, in process.
-//! `cargo bench --bench slow_clients`. Target: the answer time does not grow with N, and memory
-//! stays within the body budget (64 MiB) plus a few KiB of buffers per client.
+//! `cargo bench --all-features --bench slow_clients` (`--profile dev` reuses the test build).
+//! Target: the answer time does not grow with N, and memory stays within the body budget
+//! (64 MiB) plus about a hundred KiB of buffers per client.
 
 #[path = "../tests/app/support/mod.rs"]
 mod support;

@@ -134,9 +134,10 @@ async fn connection(
     limits: Arc<Limits>,
     mut closing: watch::Receiver<bool>,
 ) {
-    let phase = Arc::new(Mutex::new(Phase::Head(
-        Instant::now() + limits.header_timeout,
-    )));
+    let phase = Arc::new(Mutex::new(Watch {
+        phase: Phase::Head(Instant::now() + limits.header_timeout),
+        reader: None,
+    }));
     let io = TokioIo::new(GuardedIo {
         inner: stream,
         phase: phase.clone(),
@@ -216,14 +217,28 @@ enum Phase {
     Idle(Instant),
 }
 
-fn set(phase: &Mutex<Phase>, to: Phase) {
-    *phase.lock().unwrap_or_else(|e| e.into_inner()) = to;
+/// A connection's phase, and the read that waits without a deadline while it is busy.
+struct Watch {
+    phase: Phase,
+    reader: Option<std::task::Waker>,
+}
+
+fn set(watch: &Mutex<Watch>, to: Phase) {
+    let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
+    watch.phase = to;
+    // Hyper may have polled for the next request while the answer was still being written;
+    // that read must now start its deadline, so it is polled again.
+    if !matches!(to, Phase::Busy)
+        && let Some(reader) = watch.reader.take()
+    {
+        reader.wake();
+    }
 }
 
 /// The socket, failing a read with `TimedOut` when the head or the next request is overdue.
 struct GuardedIo {
     inner: tokio::net::TcpStream,
-    phase: Arc<Mutex<Phase>>,
+    phase: Arc<Mutex<Watch>>,
     limits: Arc<Limits>,
     timer: Pin<Box<Sleep>>,
 }
@@ -239,18 +254,24 @@ impl AsyncRead for GuardedIo {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Pending => {}
             Poll::Ready(Ok(())) => {
-                let mut phase = this.phase.lock().unwrap_or_else(|e| e.into_inner());
-                if buf.filled().len() > before && matches!(*phase, Phase::Idle(_)) {
+                let mut watch = this.phase.lock().unwrap_or_else(|e| e.into_inner());
+                if buf.filled().len() > before && matches!(watch.phase, Phase::Idle(_)) {
                     // The next request has begun: its head gets the header timeout.
-                    *phase = Phase::Head(Instant::now() + this.limits.header_timeout);
+                    watch.phase = Phase::Head(Instant::now() + this.limits.header_timeout);
                 }
                 return Poll::Ready(Ok(()));
             }
             other => return other,
         }
-        let deadline = match *this.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Head(d) | Phase::Idle(d) => d,
-            Phase::Busy => return Poll::Pending,
+        let deadline = {
+            let mut watch = this.phase.lock().unwrap_or_else(|e| e.into_inner());
+            match watch.phase {
+                Phase::Head(d) | Phase::Idle(d) => d,
+                Phase::Busy => {
+                    watch.reader = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
         };
         if this.timer.deadline() != deadline {
             this.timer.as_mut().reset(deadline);
@@ -296,7 +317,7 @@ impl AsyncWrite for GuardedIo {
 /// A response body; once hyper has written it (and dropped it), the connection is idle.
 struct Answer {
     body: Body,
-    phase: Arc<Mutex<Phase>>,
+    phase: Arc<Mutex<Watch>>,
     idle_timeout: Duration,
 }
 

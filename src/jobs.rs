@@ -346,14 +346,39 @@ impl Store {
         row.map(|r| job_from_row(&r)).transpose()
     }
 
-    /// Extend a running job's lease (a long job must not look dead).
-    pub async fn heartbeat(&self, id: i64, lease: Duration) -> Result<()> {
-        sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND state = 'running'")
-            .bind(now_ms() + lease.as_millis() as i64)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Extend `worker`'s lease on a running job (a long job must not look dead); false when the
+    /// job is no longer its own (the lease ran out and another worker took the job).
+    pub async fn heartbeat(&self, id: i64, worker: &str, lease: Duration) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND state = 'running' AND worker = $3",
+        )
+        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// At the start of a lone replica on SQLite: every running job is an orphan of a process
+    /// that died (one process owns the file), so it is queued again at once instead of
+    /// waiting out its lease. Its attempt stays counted: a job that kills the process is not
+    /// run for ever. PostgreSQL is shared by replicas, whose running jobs are alive; there an
+    /// orphan waits for its short lease. Returns the jobs requeued.
+    pub async fn requeue_orphans(&self) -> Result<u64> {
+        if self.backend != Backend::Sqlite {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_until = NULL, run_after = $1, updated_at = $1 WHERE state = 'running'",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
     }
 
     pub async fn finish(&self, id: i64, state: JobState, error: Option<&str>) -> Result<()> {
@@ -449,8 +474,9 @@ impl Store {
     }
 }
 
-/// How long a claim holds by default; a worker extends it while the job runs.
-pub const LEASE: Duration = Duration::from_secs(120);
+/// How long a claim holds by default. Short, so that a crashed replica's job is taken up
+/// within seconds; the worker renews it every third of it while the job runs.
+pub const LEASE: Duration = Duration::from_secs(15);
 /// Attempts before a job is `dead`.
 pub const MAX_ATTEMPTS: u32 = 5;
 
@@ -692,6 +718,66 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let again = next(s, "w2").await.unwrap();
             assert_eq!((again.id, again.attempts), (j.id, 2), "{:?}", s.backend);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewed_lease_holds_and_a_stopped_heartbeat_loses_it() {
+        let (stores, _d) = stores().await;
+        let lease = Duration::from_millis(400);
+        for s in &stores {
+            store_job(s, "d1", job(1, "a")).await;
+            let j = s.claim("w1", lease).await.unwrap().unwrap();
+            // Renewed every third of the lease for three leases: nobody else gets the job.
+            for _ in 0..9 {
+                tokio::time::sleep(lease / 3).await;
+                assert!(s.heartbeat(j.id, "w1", lease).await.unwrap());
+                assert!(
+                    s.claim("w2", lease).await.unwrap().is_none(),
+                    "{:?}",
+                    s.backend
+                );
+            }
+            // The heartbeat stops (the process hangs or dies): within a lease the job is w2's.
+            let stopped = std::time::Instant::now();
+            let taken = loop {
+                if let Some(taken) = s.claim("w2", lease).await.unwrap() {
+                    break taken;
+                }
+                assert!(stopped.elapsed() < lease * 3, "{:?}", s.backend);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!((taken.id, taken.attempts), (j.id, 2));
+            // And w1 learns it at its next heartbeat, without taking the lease back.
+            assert!(!s.heartbeat(j.id, "w1", lease).await.unwrap());
+            assert!(s.heartbeat(j.id, "w2", lease).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_sqlite_replica_requeues_its_predecessors_running_jobs_at_once() {
+        let (stores, _d) = stores().await;
+        for s in &stores {
+            store_job(s, "d1", job(1, "a")).await;
+            let j = s
+                .claim("dead-worker", Duration::from_secs(3600))
+                .await
+                .unwrap()
+                .unwrap();
+            let requeued = s.requeue_orphans().await.unwrap();
+            match s.backend {
+                Backend::Sqlite => {
+                    assert_eq!(requeued, 1);
+                    let again = next(s, "w2").await.unwrap();
+                    // The crashed run stays counted.
+                    assert_eq!((again.id, again.attempts), (j.id, 2));
+                }
+                // Replicas share PostgreSQL: a running job there may be alive.
+                Backend::Postgres => {
+                    assert_eq!(requeued, 0);
+                    assert!(next(s, "w2").await.is_none());
+                }
+            }
         }
     }
 

@@ -97,7 +97,7 @@ pub async fn work(
         };
         state.running.fetch_add(1, Ordering::SeqCst);
         let id = job.id;
-        let run = run_job(&state, job);
+        let run = run_job(&state, &worker, job);
         tokio::pin!(run);
         let finished = tokio::select! {
             _ = &mut run => true,
@@ -116,7 +116,7 @@ pub async fn work(
     }
 }
 
-async fn run_job(state: &ServerState, job: jobs::Job) {
+async fn run_job(state: &ServerState, worker: &str, job: jobs::Job) {
     use tracing::Instrument;
     // Every log line of the job carries its ids, across awaits and only for this job.
     let span = tracing::info_span!(
@@ -126,7 +126,25 @@ async fn run_job(state: &ServerState, job: jobs::Job) {
         repo = job.repo,
         pr = job.pr
     );
-    run_job_in_span(state, job).instrument(span).await;
+    run_job_in_span(state, worker, job).instrument(span).await;
+}
+
+/// Renew `worker`'s lease on a job every third of it; return once it is lost: another
+/// worker holds the job, or no renewal got through before the lease ran out.
+async fn hold_lease(store: &Store, id: i64, worker: &str, lease: std::time::Duration) {
+    let mut held_until = tokio::time::Instant::now() + lease;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match store.heartbeat(id, worker, lease).await {
+            Ok(true) => held_until = tokio::time::Instant::now() + lease,
+            Ok(false) => return,
+            Err(e) if tokio::time::Instant::now() + lease / 3 >= held_until => {
+                tracing::error!("cannot renew the job's lease before it runs out: {e:#}");
+                return;
+            }
+            Err(e) => tracing::warn!("cannot renew the job's lease, trying again: {e:#}"),
+        }
+    }
 }
 
 /// What a stored job runs.
@@ -135,7 +153,7 @@ enum Work {
     Command(Box<CommandJob>),
 }
 
-async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
+async fn run_job_in_span(state: &ServerState, worker: &str, job: jobs::Job) {
     let work = match job.kind {
         JobKind::Review => serde_json::from_str(&job.payload).map(Work::Review),
         JobKind::Command => serde_json::from_str(&job.payload).map(Work::Command),
@@ -154,35 +172,32 @@ async fn run_job_in_span(state: &ServerState, job: jobs::Job) {
             return;
         }
     };
-    // The lease is extended while the job runs, so a long review is not taken for a dead one.
-    let heartbeat = {
-        let store = state.store.clone();
-        let id = job.id;
-        let lease = state.jobs.lease;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                if store.heartbeat(id, lease).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
     let started = std::time::Instant::now();
     let last_attempt = job.attempts >= jobs::MAX_ATTEMPTS;
-    let result = match &work {
-        Work::Review(event) => match ReviewRequest::from_event(event) {
-            Ok(request) => {
-                pipeline::review_pull_request(&state.jobs, &request, last_attempt, false).await
+    let run = async {
+        match &work {
+            Work::Review(event) => match ReviewRequest::from_event(event) {
+                Ok(request) => {
+                    pipeline::review_pull_request(&state.jobs, &request, last_attempt, false).await
+                }
+                Err(e) => Err(e.into()),
+            },
+            Work::Command(command) => {
+                pipeline::run_command(&state.jobs, command, &job.delivery, last_attempt).await
             }
-            Err(e) => Err(e.into()),
-        },
-        Work::Command(command) => {
-            pipeline::run_command(&state.jobs, command, &job.delivery, last_attempt).await
+        }
+    };
+    // The lease is renewed while the job runs, so a long review is not taken for a dead one;
+    // once it is lost the job stops here, as if this process had died, and its new holder
+    // (which finds what was already posted) carries it on.
+    let result = tokio::select! {
+        result = run => result,
+        () = hold_lease(&state.store, job.id, worker, state.jobs.lease) => {
+            tracing::warn!("the job's lease is lost: stopped, left to the worker that holds it");
+            return;
         }
     };
     crate::metrics::job_finished(started.elapsed().as_secs_f64());
-    heartbeat.abort();
     let stored = match result {
         Ok(pipeline::Outcome::Superseded) => {
             tracing::info!("a newer head exists: job superseded");

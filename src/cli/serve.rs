@@ -51,9 +51,10 @@ pub struct ServeArgs {
     /// Seconds running jobs get to finish on SIGTERM/SIGINT before they are given back.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
-    /// Seconds a worker's claim on a job holds without a heartbeat; after a crash the job is
-    /// taken up again once it runs out.
-    #[arg(long, env = "JOB_LEASE_SECONDS", default_value_t = 120)]
+    /// Seconds a worker's claim on a job holds without a heartbeat (renewed every third of it
+    /// while the job runs); after a crash another replica takes the job up once it runs out.
+    /// A lone SQLite replica requeues its dead predecessor's jobs at start without waiting.
+    #[arg(long, env = "JOB_LEASE_SECONDS", default_value_t = 15)]
     job_lease_seconds: u64,
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
@@ -257,8 +258,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     // octocrab's client needs the runtime to exist when it is built.
     let _runtime = runtime.enter();
     runtime.block_on(async move {
-        let store =
-            std::sync::Arc::new(kubeharden::jobs::Store::open(&args.database.database_url).await?);
+        let store = kubeharden::jobs::Store::open(&args.database.database_url).await?;
+        let orphans = store
+            .requeue_orphans()
+            .await
+            .context("cannot requeue the jobs a previous run left running")?;
+        if orphans > 0 {
+            tracing::info!(
+                jobs = orphans,
+                "requeued the jobs a previous run left running"
+            );
+        }
+        let store = std::sync::Arc::new(store);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let workers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let launch = Launch {

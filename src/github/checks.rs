@@ -46,7 +46,17 @@ pub struct CheckAction {
 impl RepoClient {
     /// Start the "KubeHarden" check run on a commit; the pull request number goes into
     /// `external_id` because fork pull requests come with an empty `pull_requests` list.
+    /// Created once: after a 5xx or a lost answer, a run of ours found on the commit is taken.
     pub async fn start_check_run(&self, head_sha: &str, pr: u64) -> Result<u64, GitHubError> {
+        self.create_once(
+            "check run",
+            || self.send_check_run(head_sha, pr),
+            || async { Ok(self.find_check_run(head_sha).await?.map(|(id, _)| id)) },
+        )
+        .await
+    }
+
+    async fn send_check_run(&self, head_sha: &str, pr: u64) -> Result<u64, GitHubError> {
         #[derive(Deserialize)]
         struct Created {
             id: u64,

@@ -37,6 +37,28 @@ impl RepoClient {
         Ok(())
     }
 
+    /// Post a reply carrying `marker` in a pull request's conversation, once: after a 5xx or a
+    /// lost answer it is sent again only if no comment of a bot since `since` carries it.
+    pub async fn reply(
+        &self,
+        pr: u64,
+        body: &str,
+        marker: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), GitHubError> {
+        self.create_once(
+            "reply",
+            || self.comment(pr, body),
+            || async {
+                Ok(self
+                    .has_comment_with(pr, marker, since)
+                    .await?
+                    .then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Post a comment in a pull request's conversation.
     pub async fn comment(&self, pr: u64, body: &str) -> Result<(), GitHubError> {
         let path = format!("{}/issues/{pr}/comments", self.repo_path());

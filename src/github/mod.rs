@@ -5,14 +5,17 @@
 //! comments with `line`/`side`/`start_line`, check-run `actions`) are our own serde types.
 //!
 //! By concern: `transport` (the clients, requests, retries and rate limits), `auth` (the app's
-//! JWT, installation tokens, the per-repository client), `pulls` (a pull request, its files and
-//! contents), `checks`, `reviews`, `comments` (the conversation: replies, reactions, who may
-//! give commands), `git` (the Git Data API a fix commit is made with), `deliveries` (asking
-//! GitHub to redeliver failed webhooks) and `manifest` (the setup flow's manifest conversion).
+//! JWT, installation tokens, the per-repository client), `create` (a creating request sent
+//! again within the job only when what it creates is not there), `pulls` (a pull request, its
+//! files and contents), `checks`, `reviews`, `comments` (the conversation: replies, reactions,
+//! who may give commands), `git` (the Git Data API a fix commit is made with), `deliveries`
+//! (asking GitHub to redeliver failed webhooks) and `manifest` (the setup flow's manifest
+//! conversion).
 
 mod auth;
 mod checks;
 mod comments;
+mod create;
 mod deliveries;
 pub mod events;
 mod git;

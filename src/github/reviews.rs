@@ -58,8 +58,24 @@ impl RepoClient {
             }))
     }
 
-    /// Post one review with inline comments on the commit that was linted.
+    /// Post one review with inline comments on the commit that was linted, once: after a 5xx
+    /// or a lost answer it is sent again only if no review of ours on `commit` is there.
     pub async fn post_review(
+        &self,
+        pr: u64,
+        commit: &str,
+        body: &str,
+        comments: &[InlineComment],
+    ) -> Result<(), GitHubError> {
+        self.create_once(
+            "review",
+            || self.send_review(pr, commit, body, comments),
+            || async { Ok(self.has_review_for(pr, commit).await?.then_some(())) },
+        )
+        .await
+    }
+
+    async fn send_review(
         &self,
         pr: u64,
         commit: &str,

@@ -131,8 +131,8 @@ async fn send_raw(
             _ => crab._delete(path, body).await,
         };
         // A POST that creates something (a review, a comment, a check run) may have been
-        // created even though the answer was a 5xx or never came: it is not sent again here.
-        // The job runs again instead, and looks for what it posted before posting.
+        // created even though the answer was a 5xx or never came: it is not sent again here,
+        // where nobody can look for it first. `create::create_once` does that.
         let repeatable = method != Method::POST || !creates(path);
         let response = match response {
             Ok(r) => r,

@@ -94,7 +94,12 @@ pub async fn run_command(
     if let Some(reply) = &reply {
         let body = commands::reply(reply, &job.requester, request, set.as_ref());
         client
-            .comment(job.pr, &body)
+            .reply(
+                job.pr,
+                &body,
+                &marker,
+                job.requested_at - chrono::Duration::minutes(1),
+            )
             .await
             .context("cannot reply to the command")?;
     }

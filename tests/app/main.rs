@@ -11,6 +11,7 @@ mod crash;
 mod edge;
 mod oci;
 mod payloads;
+mod recovery;
 mod reviews;
 mod scan;
 mod setup;
