@@ -528,7 +528,10 @@ impl<'r> Linter<'r> {
                 continue;
             }
             for check in &rule.checks {
-                for hit in eval::evaluate(&cx, check) {
+                for mut hit in eval::evaluate(&cx, check) {
+                    if w.no_fix.iter().any(|p| *p == hit.target.path.join(".")) {
+                        hit.target.action = None;
+                    }
                     let finding = Finding {
                         rule: rule.id.clone(),
                         severity: hit.severity.unwrap_or_else(|| self.severity(rule)),
