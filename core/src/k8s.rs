@@ -85,6 +85,8 @@ pub struct Workload {
     pub pod_spec_path: String,
     /// The same path when the object can hold several pods, to say which one a finding is about.
     pub label: Option<String>,
+    /// Fields whose findings get no automatic fix here (the operator rejects what it writes).
+    pub no_fix: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -152,6 +152,10 @@ pub struct Location {
     pub containers: Vec<LocationPath>,
     #[serde(default)]
     pub init_containers: Vec<LocationPath>,
+    /// Fields (dotted, from the pod or container node) whose findings get no automatic fix,
+    /// because the operator's own validation rejects what the fix would write.
+    #[serde(default)]
+    pub no_fix: Vec<String>,
 }
 
 impl Location {
@@ -434,6 +438,7 @@ impl WorkloadKinds {
                 if loc.template.is_some() {
                     if let Some(mut w) = template_workload(doc, outer, node, path, label) {
                         w.inner_metadata = inner_metadata;
+                        w.no_fix = loc.no_fix.clone();
                         out.push(w);
                     }
                 } else if loc.spec.is_some() {
@@ -441,6 +446,7 @@ impl WorkloadKinds {
                         continue;
                     }
                     out.push(Workload {
+                        no_fix: loc.no_fix.clone(),
                         object: outer.clone(),
                         pod_metadata: inner.metadata,
                         inner_metadata,
@@ -490,6 +496,7 @@ impl WorkloadKinds {
                         .map(|(n, _)| n)
                         .filter(|&n| doc.is_mapping(n));
                     out.push(Workload {
+                        no_fix: loc.no_fix.clone(),
                         object: outer.clone(),
                         pod_metadata: metadata,
                         inner_metadata,
@@ -526,6 +533,7 @@ fn template_workload(
     let spec = doc.get(template, "spec").filter(|&s| doc.is_mapping(s))?;
     let metadata = doc.get(template, "metadata").filter(|&m| doc.is_mapping(m));
     Some(Workload {
+        no_fix: Vec::new(),
         object: object.clone(),
         pod_metadata: metadata,
         inner_metadata: None,

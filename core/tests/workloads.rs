@@ -85,3 +85,109 @@ fn every_shipped_operator_kind_has_a_fixture_whose_pods_are_all_linted() {
     assert!(seen >= 30, "only {seen} operator kinds");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+const RAY: &str = "apiVersion: ray.io/v1
+kind: RayCluster
+metadata:
+  name: train
+  namespace: ml
+spec:
+  headGroupSpec:
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - name: head
+          image: rayproject/ray:2.9.0
+          securityContext:
+            privileged: true
+  workerGroupSpecs:
+  - groupName: cpu
+    rayStartParams: {}
+    template:
+      metadata:
+        annotations:
+          kubeharden.dev/ignore: privileged-container
+          kubeharden.dev/ignore-reason: the worker drives the node's GPUs
+      spec:
+        containers:
+        - name: worker
+          image: rayproject/ray:2.9.0
+          securityContext:
+            privileged: true
+  - groupName: spare
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - name: worker
+          image: rayproject/ray:2.9.0
+";
+
+fn baseline(registry: &Registry) -> Linter<'_> {
+    let settings = kubeharden_core::lint::Settings {
+        profile: kubeharden_core::rules::Profile::Baseline,
+        ..Default::default()
+    };
+    Linter::new(registry, settings)
+}
+
+/// An exemption on one pod template of an object exempts that pod only; the object's own
+/// annotations would cover them all.
+#[test]
+fn exemptions_are_read_from_each_pods_template() {
+    let registry = Registry::builtin().unwrap();
+    let report = baseline(&registry).lint_files(&[SourceFile::new("ray.yaml", RAY)]);
+    let shown: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{} {}", f.rule, f.subject().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "privileged-container RayCluster ml/train, pod spec.headGroupSpec.template.spec, container \"head\""
+        ],
+        "{shown:#?}"
+    );
+    assert_eq!(report.workloads, 3);
+    assert_eq!(report.workloads_by_kind["RayCluster"], 3);
+}
+
+/// Two worker groups with containers of the same name get separate review comments, each
+/// saying which pod it is about (before findings told pods apart, fixing one worker group's
+/// container looked unfixed while the other's identical finding remained, and its comment was
+/// lost).
+#[test]
+fn review_comments_name_the_pod() {
+    let registry = Registry::builtin().unwrap();
+    let linter = Linter::new(&registry, kubeharden_core::lint::Settings::default());
+    let lines = RAY.lines().count();
+    let file = kubeharden_core::change::PrFile::new(
+        "ray.yaml",
+        RAY,
+        Some(format!("@@ -0,0 +1,{lines} @@\n")),
+    );
+    let review = kubeharden_core::review::plan(&linter, &[file]);
+    let spare = review
+        .comments
+        .iter()
+        .find(|c| {
+            c.body
+                .contains("(pod `spec.workerGroupSpecs[1].template.spec`)")
+        })
+        .unwrap_or_else(|| panic!("{:#?}", review.comments));
+    assert!(
+        spare.body.contains(
+            "hardens `RayCluster ml/train` (pod `spec.workerGroupSpecs[1].template.spec`)"
+        ),
+        "{}",
+        spare.body
+    );
+    let fingerprints: std::collections::BTreeSet<&str> = review
+        .comments
+        .iter()
+        .map(|c| c.fingerprint.as_str())
+        .collect();
+    assert_eq!(fingerprints.len(), review.comments.len());
+}

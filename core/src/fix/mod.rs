@@ -449,11 +449,13 @@ fn syntax_errors(parsed: &Parsed) -> impl Iterator<Item = &crate::yaml::YamlErro
         .filter(|e| e.kind == crate::yaml::YamlErrorKind::Syntax)
 }
 
-/// Findings are the same across texts when rule, object, container and message agree (their
-/// positions move as lines are inserted).
+/// Findings are the same across texts when rule, object, pod, container and message agree
+/// (their positions move as lines are inserted). The pod tells apart two worker groups whose
+/// containers share a name.
 pub fn same_finding(a: &Finding, b: &Finding) -> bool {
     a.rule == b.rule
         && a.object == b.object
+        && a.pod == b.pod
         && a.container == b.container
         && a.message == b.message
         && a.document == b.document

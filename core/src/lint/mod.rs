@@ -574,6 +574,9 @@ impl<'r> Linter<'r> {
                             hoist_blocked,
                         });
                     }
+                    if w.no_fix.iter().any(|p| *p == hit.target.path.join(".")) {
+                        hit.target.action = None;
+                    }
                     let mut applicability = hit.target.action.as_ref().and(
                         check
                             .applicability
