@@ -81,16 +81,17 @@ fn pod_specs_are_found_for_every_pod_bearing_kind() {
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
         "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}}}
     });
+    let kinds = kubeharden_core::workloads::WorkloadKinds::builtin().unwrap();
     let object = JsonObject::new(&cron, &Limits::default());
     assert_eq!(
-        object.pod_specs(),
+        object.pod_specs(&kinds),
         vec![serde_json::json!({"containers": [{"name": "a"}]})]
     );
     let config_map =
         serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
     assert!(
         JsonObject::new(&config_map, &Limits::default())
-            .pod_specs()
+            .pod_specs(&kinds)
             .is_empty()
     );
 }
