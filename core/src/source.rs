@@ -78,6 +78,10 @@ pub struct LineCol {
 #[derive(Debug, Clone)]
 pub struct LineIndex {
     line_starts: Vec<u32>,
+    /// Lines holding a byte beyond ASCII. Columns count characters; on every other line a
+    /// column is a byte difference, so a finding on a line of megabytes (minified JSON) does
+    /// not cost a scan of the line.
+    non_ascii: Vec<bool>,
     /// Length of a leading UTF-8 BOM, which no editor shows as a column.
     bom: u32,
 }
@@ -88,7 +92,20 @@ impl LineIndex {
         line_starts.push(0);
         line_starts.extend(memchr_iter(b'\n', text.as_bytes()).map(|i| (i + 1) as u32));
         let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
-        Self { line_starts, bom }
+        let bytes = text.as_bytes();
+        let non_ascii = line_starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| {
+                let end = line_starts.get(i + 1).map_or(bytes.len(), |&e| e as usize);
+                !bytes[start as usize..end].is_ascii()
+            })
+            .collect();
+        Self {
+            line_starts,
+            non_ascii,
+            bom,
+        }
     }
 
     pub fn line_count(&self) -> usize {
@@ -133,7 +150,11 @@ impl LineIndex {
     pub fn line_col(&self, offset: usize, text: &str) -> LineCol {
         let line = self.line_of(offset);
         let start = self.line_start(line).min(offset);
-        let column = text[start..offset].chars().count() + 1;
+        let column = if self.non_ascii[line] {
+            text[start..offset].chars().count() + 1
+        } else {
+            offset - start + 1
+        };
         LineCol {
             line: line + 1,
             column,
@@ -242,9 +263,12 @@ mod tests {
 
     #[test]
     fn line_col_counts_chars_and_skips_bom_and_cr() {
-        let text = "\u{feff}a: 1\r\nb: \"é\" x\r\nc";
+        let text = "\u{feff}a: 1\r\nb: \"é\" x\r\nc: yz";
         let index = LineIndex::new(text);
         assert_eq!(index.line_count(), 3);
+        // An ASCII line after one that is not: its columns are byte differences.
+        let z = text.find('z').unwrap();
+        assert_eq!(index.line_col(z, text), LineCol { line: 3, column: 5 });
         let a = text.find('a').unwrap();
         assert_eq!(index.line_col(a, text), LineCol { line: 1, column: 1 });
         let x = text.find('x').unwrap();
@@ -252,7 +276,7 @@ mod tests {
         let c = text.find('c').unwrap();
         assert_eq!(index.line_col(c, text), LineCol { line: 3, column: 1 });
         assert_eq!(index.line_range(1, text).slice(text), "b: \"é\" x");
-        assert_eq!(index.line_range(2, text).slice(text), "c");
+        assert_eq!(index.line_range(2, text).slice(text), "c: yz");
         assert_eq!(index.line_range(0, text).slice(text), "a: 1");
     }
 

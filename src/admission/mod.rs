@@ -62,6 +62,9 @@ struct AppState {
     judge: Judge,
     metrics: metrics::Metrics,
     ready: AtomicBool,
+    /// Decisions running at once: one per core. More would only share the cores while each
+    /// holds its object's parse in memory (a 4 MiB object parses to far more).
+    decisions: Arc<tokio::sync::Semaphore>,
 }
 
 /// A server bound to its address, not yet serving.
@@ -84,6 +87,9 @@ impl Server {
                 judge,
                 metrics: metrics::Metrics::default(),
                 ready: AtomicBool::new(false),
+                decisions: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
             }),
             certificates,
             options,
@@ -304,9 +310,15 @@ async fn handle(
         request.operation.clone(),
         request.dry_run.unwrap_or(false),
     );
-    // Linting is CPU work; keep it off the threads that move bytes.
+    // Linting is CPU work; keep it off the threads that move bytes. The permit goes with the
+    // work, so a client that hangs up does not free a core still busy with its object. The
+    // semaphore is never closed, so acquiring only waits.
+    let Ok(permit) = state.decisions.clone().acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
     let judge_state = state.clone();
     let decision = match tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         judge_state.judge.decide(action, profile, version, request)
     })
     .await
