@@ -610,3 +610,46 @@ fn resolve_location(current: &Uri, location: &str) -> Option<Uri> {
     }
     None
 }
+
+/// Read the configurations of `(image, platform)` pairs, four at a time, each bounded by the
+/// client's timeout; the client caches by manifest digest.
+pub async fn inspect_all(
+    client: &std::sync::Arc<OciClient>,
+    wanted: Vec<(String, String)>,
+) -> std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection> {
+    use kubeharden_core::facts::Inspection;
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    for (image, platform) in wanted {
+        let client = client.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = match kubeharden_core::image::parse(&image) {
+                Ok(r) => {
+                    let reference = r
+                        .digest
+                        .clone()
+                        .unwrap_or_else(|| r.effective_tag().to_string());
+                    client
+                        .image_config(&r.domain, &r.path, &reference, &platform)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("`{image}` is not a valid image reference: {e}")),
+            };
+            let inspection = match result {
+                Ok(config) => Inspection::Read(config),
+                Err(why) => Inspection::NotChecked(why),
+            };
+            ((image, platform), inspection)
+        });
+    }
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((key, inspection)) = done {
+            out.insert(key, inspection);
+        }
+    }
+    out
+}

@@ -36,6 +36,7 @@ use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 
 use auth::{CachedToken, Credentials, bearer};
+pub use config::inspect_all;
 use docker_config::auth_key;
 use guard::{GuardedResolver, host_of, is_loopback};
 pub use guard::{is_public, may_contact};

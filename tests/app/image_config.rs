@@ -321,3 +321,76 @@ async fn redirects_pass_the_guard_and_stalls_time_out() {
     assert!(err.contains("no answer within"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_knows_each_image() {
+    let Some(registry) = start_registry().await else {
+        return;
+    };
+    let base = registry.base.clone();
+    let domain = registry.domain.clone();
+    tag(&base, "numeric", "1", r#"{"User":"1000"}"#, &[layer(&[])]).await;
+    tag(&base, "root", "1", r#"{}"#, &[layer(&[])]).await;
+    let mut guarded = OciClient::new(Default::default(), Duration::from_secs(5)).unwrap();
+    guarded.guard_network(vec![domain.clone()]);
+    let h = crate::support::Harness::start_with_images(
+        None,
+        Some(std::sync::Arc::new(guarded)),
+        vec![domain.clone()],
+    )
+    .await;
+    let pod = |name: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  automountServiceAccountToken: false\n  containers:\n    - name: app\n      image: {domain}/{image}\n      resources:\n        limits: {{cpu: 100m, memory: 64Mi}}\n"
+        )
+    };
+    let numeric = pod("numeric", "numeric:1");
+    let root = pod("root", "root:1");
+    h.github
+        .commit(crate::support::REPO, "base1", &[("README.md", "x\n")]);
+    h.github.commit(
+        crate::support::REPO,
+        "head1",
+        &[("numeric.yaml", &numeric), ("root.yaml", &root)],
+    );
+    h.github.open_pr(crate::support::REPO, 4, "base1", "head1");
+    h.deliver(
+        "pull_request",
+        &crate::support::pull_request_event("opened", 4, "base1", "head1"),
+    )
+    .await;
+    let _ = h.github.take_check_runs();
+    let reviews = h.github.take_reviews();
+    assert_eq!(reviews.len(), 1);
+    let comment = |path: &str| {
+        reviews[0]
+            .comments
+            .iter()
+            .find(|c| c.path == path)
+            .unwrap_or_else(|| panic!("a comment on {path}: {:#?}", reviews[0].comments))
+            .body
+            .clone()
+    };
+    let numeric = comment("numeric.yaml");
+    // A one-click, safe runAsNonRoot: no warning names the rule.
+    assert!(numeric.contains("runAsNonRoot: true"), "{numeric}");
+    let warning = numeric
+        .split("> [!WARNING]")
+        .nth(1)
+        .and_then(|w| w.split("\n\n").next())
+        .unwrap_or_default();
+    assert!(!warning.contains("run-as-root-allowed"), "{numeric}");
+    assert!(numeric.contains("the image runs as UID 1000"), "{numeric}");
+    let root = comment("root.yaml");
+    let suggestion = &root[root.find("```suggestion").unwrap()..];
+    // runAsNonRoot never comes alone for a root image, and the comment says why.
+    assert!(
+        !suggestion.contains("runAsNonRoot") || suggestion.contains("runAsUser: 65532"),
+        "{root}"
+    );
+    assert!(
+        root.contains("the image sets no USER, so it runs as root"),
+        "{root}"
+    );
+    assert!(root.contains("run-as-root-allowed"), "{root}");
+}
