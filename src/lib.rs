@@ -6,7 +6,8 @@
 //!   as child processes (`scan`);
 //! - feature `app`: the GitHub App: the connections' timeouts and limits
 //!   (`edge`), the webhook route and workers (`server`), the durable queue
-//!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`),
+//!   (`jobs`), the only code that talks to GitHub (`github`), one job end to end (`pipeline`,
+//!   with `inspect` for the images' configurations),
 //!   the setup flow (`setup`);
 //! - feature `admission`: the admission webhook (`admission`), the same engine as an HTTPS
 //!   server the API server calls.
@@ -25,6 +26,8 @@ pub mod scan;
 pub mod edge;
 #[cfg(feature = "app")]
 pub mod github;
+#[cfg(feature = "app")]
+mod inspect;
 #[cfg(feature = "app")]
 pub mod jobs;
 #[cfg(feature = "app")]

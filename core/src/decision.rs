@@ -210,7 +210,7 @@ fn image_user(config: &ImageConfig) -> UserVerdict {
             why: format!("the image's USER is {raw}, which is root"),
         },
         Id::Name(name) if name == "root" => UserVerdict::Root {
-            why: format!("the image's USER is {raw}, which is root"),
+            why: format!("the image's USER is {raw}"),
         },
         Id::Num(uid) if !spec.has_names() => UserVerdict::NonRoot {
             uid: *uid,
@@ -382,4 +382,37 @@ pub struct ContainerImage {
     pub object: crate::k8s::ObjectInfo,
     pub container: String,
     pub decision: ImageDecision,
+}
+
+/// Each container image of the files with the platform its pod runs it on: what image
+/// inspection has to read, sorted and without repeats.
+pub fn images_to_inspect(
+    files: &[crate::source::SourceFile],
+    limits: &crate::yaml::Limits,
+    kinds: &crate::workloads::WorkloadKinds,
+    default_platform: &str,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for file in files {
+        let stream = crate::yaml::parse(&file.text, limits);
+        for doc in &stream.documents {
+            let crate::k8s::Contents::Objects(objects) = crate::k8s::objects(doc) else {
+                continue;
+            };
+            for object in &objects {
+                for w in &kinds.locate(doc, object).workloads {
+                    let platform = platform_of(doc, w.pod_spec, default_platform);
+                    for c in &w.containers {
+                        if let Some(image) = doc.get(c.node, "image").and_then(|n| doc.str_value(n))
+                        {
+                            out.push((image.to_string(), platform.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

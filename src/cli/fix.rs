@@ -37,6 +37,14 @@ pub struct FixArgs {
     /// credentials from --registry-auth-file).
     #[arg(long)]
     pin_digests: bool,
+    /// Read each image's configuration from its registry (user, volumes, ports) and let it
+    /// decide what is safe: `runAsNonRoot` for a non-root image, the IDs of a named user,
+    /// emptyDirs for the volumes it writes (credentials from --registry-auth-file).
+    #[arg(long)]
+    inspect_images: bool,
+    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
+    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
+    default_platform: String,
     /// A Docker `config.json` with credentials for private registries (`auths`).
     #[arg(long, env = "REGISTRY_AUTH_FILE")]
     registry_auth_file: Option<PathBuf>,
@@ -82,6 +90,17 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
             args.registry_auth_file.as_deref(),
         )?;
     }
+    if args.inspect_images {
+        let kinds = registry.workloads_with(&settings.workloads);
+        images.configs = super::inspect_images(
+            &files,
+            &settings,
+            &kinds,
+            args.registry_auth_file.as_deref(),
+            &args.default_platform,
+        )?;
+        images.default_platform = args.default_platform.clone();
+    }
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });
@@ -91,6 +110,7 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     let mut unsafe_left = 0;
     let mut unsafe_applied = std::collections::BTreeSet::new();
     let mut notes = Vec::new();
+    let mut image_lines = Vec::new();
     // Each file is reduced to what is printed as soon as it is fixed, so the whole corpus of
     // results is never held at once.
     let outcomes = kubeharden_core::lint::parallel_map(&files, |file| {
@@ -117,6 +137,7 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
                     .count(),
                 failed: result.remaining.failed(linter.settings.fail_on),
                 unsafe_rules: result.unsafe_rules,
+                images: result.images,
                 notes: result.notes,
             }
         })
@@ -139,6 +160,17 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
         remaining |= outcome.failed;
         unsafe_applied.extend(outcome.unsafe_rules);
         notes.extend(outcome.notes.iter().map(|n| format!("{}: {n}", file.path)));
+        // One line per container on what its image allowed.
+        for c in &outcome.images {
+            image_lines.push(format!(
+                "image: {}:{}: {}, container \"{}\": {}",
+                c.path,
+                c.line,
+                c.object,
+                c.container,
+                c.decision.summary()
+            ));
+        }
         match outcome.output {
             // `fix --write -` is a filter: the text goes out whether or not it changed.
             Output::Unchanged if stdin && args.write => out.extend_from_slice(original_bytes(file)),
@@ -162,6 +194,9 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     );
     for note in notes {
         eprintln!("note: {note}");
+    }
+    for line in image_lines {
+        eprintln!("{line}");
     }
     // Unsafe fixes can stop a workload from working: say how, once per rule.
     for id in &unsafe_applied {
@@ -264,4 +299,5 @@ struct FileOutcome {
     failed: bool,
     unsafe_rules: std::collections::BTreeSet<String>,
     notes: Vec<String>,
+    images: Vec<kubeharden_core::decision::ContainerImage>,
 }

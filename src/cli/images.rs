@@ -119,3 +119,33 @@ pub(crate) fn local_digests(
         anyhow::Ok((digests, problems))
     })
 }
+
+/// What each image's configuration says, read from its registry for the platform its pod
+/// runs on (the user's own machine asks: no network guard, as for digests). An image that
+/// cannot be read is `NotChecked` with the reason, and its fixes stay as they are without it.
+pub(crate) fn inspect_local(
+    files: &[SourceFile],
+    settings: &kubeharden_core::lint::Settings,
+    kinds: &kubeharden_core::workloads::WorkloadKinds,
+    auth_file: Option<&Path>,
+    default_platform: &str,
+) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
+    let wanted = kubeharden_core::decision::images_to_inspect(
+        files,
+        &settings.limits,
+        kinds,
+        default_platform,
+    );
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    let auth = match auth_file {
+        Some(path) => OciClient::auth_from_docker_config(path)?,
+        None => Default::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = std::sync::Arc::new(OciClient::new(auth, std::time::Duration::from_secs(15))?);
+        Ok(kubeharden::oci::inspect_all(&client, wanted).await)
+    })
+}

@@ -243,6 +243,29 @@ pub(crate) fn setup(common: &CommonArgs) -> Result<Setup> {
     })
 }
 
+/// `--inspect-images`: each image's configuration, by image and platform.
+#[cfg(feature = "images")]
+pub(crate) fn inspect_images(
+    files: &[kubeharden_core::source::SourceFile],
+    settings: &kubeharden_core::lint::Settings,
+    kinds: &kubeharden_core::workloads::WorkloadKinds,
+    auth_file: Option<&std::path::Path>,
+    default_platform: &str,
+) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
+    images::inspect_local(files, settings, kinds, auth_file, default_platform)
+}
+
+#[cfg(not(feature = "images"))]
+pub(crate) fn inspect_images(
+    _: &[kubeharden_core::source::SourceFile],
+    _: &kubeharden_core::lint::Settings,
+    _: &kubeharden_core::workloads::WorkloadKinds,
+    _: Option<&std::path::Path>,
+    _: &str,
+) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
+    Err(not_built("images", "registry access (`--inspect-images`)"))
+}
+
 /// The error for a flag or subcommand whose feature this build was made without.
 #[cfg_attr(
     all(feature = "app", feature = "images", feature = "admission"),

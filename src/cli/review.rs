@@ -25,6 +25,16 @@ pub struct ReviewArgs {
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// Read each changed image's configuration from its registry (user, volumes, ports), as
+    /// the app does with --registry-access (credentials from --registry-auth-file).
+    #[arg(long)]
+    inspect_images: bool,
+    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
+    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
+    default_platform: String,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
 }
 
 fn git(args: &[&str]) -> Result<String> {
@@ -99,7 +109,26 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
             Some(String::from_utf8_lossy(&patch).into_owned()),
         ));
     }
-    let linter = Linter::new(&registry, config.settings());
+    let settings = config.settings();
+    let mut images = kubeharden_core::facts::ImageFacts::default();
+    if args.inspect_images {
+        let sources: Vec<kubeharden_core::source::SourceFile> = files
+            .iter()
+            .map(kubeharden_core::change::PrFile::source)
+            .collect();
+        let kinds = registry.workloads_with(&settings.workloads);
+        images.configs = super::inspect_images(
+            &sources,
+            &settings,
+            &kinds,
+            args.registry_auth_file.as_deref(),
+            &args.default_platform,
+        )?;
+        images.default_platform = args.default_platform.clone();
+    }
+    let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
+        images: std::sync::Arc::new(images),
+    });
     let plan = kubeharden_core::review::plan(&linter, &files);
     let mut out = String::new();
     if args.json {

@@ -8,7 +8,8 @@
 //! cheap to clone. The HTTP stack is hyper-util's client with hyper-rustls (ring, native roots),
 //! the same one octocrab already builds into the app.
 //!
-//! Here: the client, its requests and how answers map to errors. Apart: `auth` (the
+//! Here: the client, its requests and how answers map to errors. Apart: `config` (an image's
+//! configuration and the users of its layers), `auth` (the
 //! `WWW-Authenticate` challenge, token requests and their cache), `docker_config` (credentials
 //! from a Docker `config.json`) and `guard` (which hosts may be contacted, checked again on
 //! every connection).
@@ -16,6 +17,7 @@
 //! Never in an error message or a log line: a password, a `Basic` header or a token.
 
 mod auth;
+mod config;
 mod docker_config;
 mod guard;
 
@@ -34,6 +36,7 @@ use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 
 use auth::{CachedToken, Credentials, bearer};
+pub use config::inspect_all;
 use docker_config::auth_key;
 use guard::{GuardedResolver, host_of, is_loopback};
 pub use guard::{is_public, may_contact};
@@ -110,6 +113,8 @@ pub struct OciClient {
     resolver_guard: Arc<std::sync::RwLock<Option<Arc<Vec<String>>>>>,
     /// Bearer tokens per (registry API host, scope).
     tokens: Arc<Mutex<HashMap<(String, String), CachedToken>>>,
+    /// Image configurations read, by manifest digest (immutable, so never stale).
+    configs: Arc<Mutex<HashMap<String, kubeharden_core::facts::ImageConfig>>>,
 }
 
 impl std::fmt::Debug for OciClient {
@@ -224,6 +229,7 @@ impl OciClient {
             guard: None,
             resolver_guard,
             tokens: Arc::new(Mutex::new(HashMap::new())),
+            configs: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

@@ -94,7 +94,9 @@ async fn image_facts(
 ) -> Facts {
     let scan = scan && config.images.scan;
     let pin = config.images.pin_digests && cx.oci_client.is_some();
-    if !scan && !pin {
+    // With registry access, every changed image's configuration decides its fixes.
+    let inspect = cx.oci_client.is_some();
+    if !scan && !pin && !inspect {
         return Facts::default();
     }
     let mut images = ImageFacts::default();
@@ -165,6 +167,10 @@ async fn image_facts(
     let changed = contactable;
     if pin && let Some(client) = &cx.oci_client {
         images.digests = resolve_digests(client, &changed, config).await;
+    }
+    if inspect && let Some(client) = &cx.oci_client {
+        images.configs =
+            crate::inspect::configs(cx, client, &sources, settings, &changed, &refused).await;
     }
     if !scan {
         return Facts {

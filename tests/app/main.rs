@@ -9,6 +9,7 @@ mod support;
 mod commands;
 mod crash;
 mod edge;
+mod image_config;
 mod oci;
 mod payloads;
 mod recovery;

@@ -27,10 +27,10 @@ use sha2::{Digest, Sha256};
 
 use kubeharden::oci::{MANIFEST_ACCEPT, OciClient, OciError};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// `gzip -n` of an empty tar (1024 zero bytes).
 const EMPTY_TAR_GZ: [u8; 29] = [
@@ -38,7 +38,7 @@ const EMPTY_TAR_GZ: [u8; 29] = [
     0x14, 0x8c, 0x54, 0x00, 0x00, 0x2e, 0xaf, 0xb5, 0xef, 0x00, 0x04, 0x00, 0x00,
 ];
 
-fn digest(bytes: &[u8]) -> String {
+pub(crate) fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
@@ -75,12 +75,12 @@ async fn call(
 // Debian's docker-registry
 
 /// A `docker-registry serve` on a loopback port with a temporary root; killed on drop.
-struct DockerRegistry {
+pub(crate) struct DockerRegistry {
     child: Child,
     /// `127.0.0.1:PORT`
-    domain: String,
+    pub(crate) domain: String,
     port: u16,
-    base: String,
+    pub(crate) base: String,
     root: tempfile::TempDir,
 }
 
@@ -102,7 +102,7 @@ fn registry_binary() -> Option<PathBuf> {
 }
 
 /// The running registry, or `None` (test skipped) when the binary is missing.
-async fn start_registry() -> Option<DockerRegistry> {
+pub(crate) async fn start_registry() -> Option<DockerRegistry> {
     let Some(binary) = registry_binary() else {
         if std::env::var_os("KUBEHARDEN_REQUIRE_REGISTRY").is_some() {
             panic!(
@@ -187,7 +187,7 @@ fn absolute(base: &str, location: &str) -> String {
 }
 
 /// POST an upload, PUT the bytes with their digest; the digest.
-async fn push_blob(base: &str, name: &str, bytes: &[u8]) -> String {
+pub(crate) async fn push_blob(base: &str, name: &str, bytes: &[u8]) -> String {
     let digest = digest(bytes);
     let (status, headers, body) = call(
         "POST",
@@ -213,7 +213,7 @@ async fn push_blob(base: &str, name: &str, bytes: &[u8]) -> String {
 }
 
 /// PUT a manifest under a tag or a digest; the digest the registry gives back.
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     base: &str,
     name: &str,
     reference: &str,
