@@ -29,6 +29,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+/// GitHub's cap on a webhook payload: the default limit on a request body ([`Limits`]).
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
 /// What a client may cost the server.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -57,7 +60,7 @@ impl Default for Limits {
             // GitHub gives up on a delivery after 10 s; a slower body is never answered in time.
             body_timeout: Duration::from_secs(20),
             body_min_rate: 16 * 1024,
-            max_body: crate::server::MAX_BODY,
+            max_body: MAX_BODY,
             body_buffer: 64 * 1024 * 1024,
             max_connections: default_max_connections(),
         }

@@ -24,8 +24,7 @@ use crate::jobs::{self, Accepted, JobKind, JobState, NewJob, Store};
 use crate::pipeline::{self, CommandJob, JobContext, ReviewRequest};
 use kubeharden_core::commands::{self, Command};
 
-/// GitHub's cap on a webhook payload: the default limit on a request body ([`edge::Limits`]).
-pub const MAX_BODY: usize = 25 * 1024 * 1024;
+pub use crate::edge::MAX_BODY;
 
 pub struct ServerState {
     pub webhook_secret: Secret,

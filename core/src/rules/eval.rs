@@ -5,7 +5,7 @@ use crate::source::TextRange;
 use crate::yaml::{Document, Entry, NodeId, NodeKind, Plain};
 
 pub use super::context::Context;
-use super::scope::{Seg, parse_path, scope_targets, walk};
+use super::scope::{parse_path, pod_base, scope_targets, walk};
 use super::{Check, Condition, FixAction, Item, Literal, Normalize, Scope};
 
 /// One place where a check fired.
@@ -181,15 +181,6 @@ fn render(template: &str, value: Option<&str>, path: &[String]) -> String {
     template
         .replace("{value}", value)
         .replace("{path}", &path.join("."))
-}
-
-/// The pod-level node a path is read from: the pod's, or its defaults' when the pod lacks the
-/// path's first key.
-pub(super) fn pod_base(cx: &Context<'_>, segs: &[Seg]) -> Option<NodeId> {
-    match segs.first() {
-        Some(Seg::Key(key)) => cx.workload.pod_for(cx.doc, key),
-        _ => cx.workload.pod_spec,
-    }
 }
 
 pub fn evaluate(cx: &Context<'_>, check: &Check) -> Vec<Hit> {

@@ -121,7 +121,7 @@ pub(super) fn scope_targets(cx: &Context<'_>, check: &Check) -> Vec<(NodeId, Opt
             .filter(|(_, c)| kinds.contains(&c.kind))
     };
     let segs = parse_path(&check.path);
-    let pod = super::eval::pod_base(cx, &segs);
+    let pod = pod_base(cx, &segs);
     // Pod volumes: the pod's own and its defaults' (Argo adds a Workflow's volumes to every
     // template's pod).
     let volumes = || -> Vec<NodeId> {
@@ -226,6 +226,15 @@ pub(super) fn scope_targets(cx: &Context<'_>, check: &Check) -> Vec<(NodeId, Opt
             }
             out
         }
+    }
+}
+
+/// The pod-level node a path is read from: the pod's, or its defaults' when the pod lacks the
+/// path's first key.
+pub(super) fn pod_base(cx: &Context<'_>, segs: &[Seg]) -> Option<NodeId> {
+    match segs.first() {
+        Some(Seg::Key(key)) => cx.workload.pod_for(cx.doc, key),
+        _ => cx.workload.pod_spec,
     }
 }
 
