@@ -72,9 +72,10 @@ fn main() {
                 };
                 let rendered = started.elapsed();
                 let started = Instant::now();
-                let file = SourceFile::new(provenance::rendered_path(root, variant), output);
+                let file = SourceFile::new(provenance::rendered_path(root, variant), output.text);
                 let mut report = linter.lint_files(std::slice::from_ref(&file));
-                provenance::place(&mut report.findings, root, variant, &file, &read);
+                let sentinel = output.sentinel.as_ref();
+                provenance::place(&mut report.findings, root, variant, &file, sentinel, &read);
                 let linted = started.elapsed();
                 child_total += rendered;
                 lint_total += linted;

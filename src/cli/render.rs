@@ -129,6 +129,7 @@ fn list(top: &Path, dir: &Path, out: &mut Vec<String>) {
 /// the findings about roots that did not render.
 pub struct Renders {
     pub files: Vec<SourceFile>,
+    sentinels: std::collections::HashMap<String, provenance::Sentinel>,
     diagnostics: Vec<(PathBuf, String, TextRange, String, &'static str)>,
 }
 
@@ -148,6 +149,7 @@ pub fn render(
     };
     let mut renders = Renders {
         files: Vec::new(),
+        sentinels: Default::default(),
         diagnostics: Vec::new(),
     };
     for tree in &plan.trees {
@@ -175,10 +177,13 @@ pub fn render(
             let root = &tree.roots[r.root];
             let variant = &root.variants[r.variant];
             match r.output {
-                Ok(text) => renders.files.push(SourceFile::new(
-                    provenance::rendered_path(root, variant),
-                    text,
-                )),
+                Ok(output) => {
+                    let path = provenance::rendered_path(root, variant);
+                    if let Some(s) = output.sentinel {
+                        renders.sentinels.insert(path.clone(), s);
+                    }
+                    renders.files.push(SourceFile::new(path, output.text));
+                }
                 Err(why) => renders.diagnostics.push((
                     tree.dir.clone(),
                     root.file.clone(),
@@ -213,7 +218,8 @@ pub fn place(report: &mut Report, plan: &Plan, renders: &Renders, linter: &Linte
                         .take_while(|f| f.path == name)
                         .count();
                 let chunk: &mut [Finding] = &mut report.findings[start..end];
-                provenance::place(chunk, root, variant, file, &read);
+                let sentinel = renders.sentinels.get(name.as_str());
+                provenance::place(chunk, root, variant, file, sentinel, &read);
                 for f in chunk.iter_mut() {
                     f.path = display(&tree.dir, &f.path);
                 }

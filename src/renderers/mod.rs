@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kubeharden_core::k8s::KubeVersion;
+use kubeharden_core::provenance::{Sentinel, sentinel};
 use kubeharden_core::roots::{Root, RootKind};
+use kubeharden_core::source::SourceFile;
 
 pub use sandbox::which;
 
@@ -86,7 +88,15 @@ impl Default for Options {
 pub struct Rendered {
     pub root: usize,
     pub variant: usize,
-    pub output: Result<String, String>,
+    pub output: Result<Output, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub text: String,
+    /// For a chart with a `values.yaml`: what its sentinel render showed (`None` when that
+    /// render failed; findings then stay in the templates).
+    pub sentinel: Option<Sentinel>,
 }
 
 /// Render every variant of every root that is not blocked, on every core. `repo` is the
@@ -112,7 +122,7 @@ pub fn render(
     variant: usize,
     tools: &Tools,
     options: &Options,
-) -> Result<String, String> {
+) -> Result<Output, String> {
     let v = &root.variants[variant];
     let scratch = sandbox::Scratch::new()?;
     let values = v.values_files.iter();
@@ -122,13 +132,47 @@ pub fn render(
             let helm = tools.helm.as_deref().ok_or(
                 "helm is not installed (or not on PATH); install it or name it with --helm",
             )?;
-            helm::render(helm, root, v, &scratch, options)
+            let text = helm::render(helm, root, v, &scratch, options)?;
+            Ok(Output {
+                sentinel: sentinel_render(helm, root, v, &scratch, options),
+                text,
+            })
         }
         RootKind::Kustomize => {
             let kustomize = tools.kustomize.as_ref().ok_or(
                 "neither kustomize nor kubectl is installed (or on PATH); install one or name it with --kustomize",
             )?;
-            kustomize::render(kustomize, root, &scratch, options)
+            let text = kustomize::render(kustomize, root, &scratch, options)?;
+            Ok(Output {
+                text,
+                sentinel: None,
+            })
         }
     }
+}
+
+/// Render the chart once more with its `values.yaml` replaced by the sentinel version (in the
+/// scratch copy, which `copy_in` checked), to learn which values keys feed which fields.
+fn sentinel_render(
+    helm: &Path,
+    root: &Root,
+    variant: &kubeharden_core::roots::Variant,
+    scratch: &sandbox::Scratch,
+    options: &Options,
+) -> Option<Sentinel> {
+    let rel = if root.dir.is_empty() {
+        "values.yaml".to_string()
+    } else {
+        format!("{}/values.yaml", root.dir)
+    };
+    let copy = scratch.repo().join(&rel);
+    let values = SourceFile::new(rel, std::fs::read_to_string(&copy).ok()?);
+    let (text, markers) = sentinel::sentinel_values(&values)?;
+    std::fs::write(&copy, text).ok()?;
+    let rendered = helm::render(helm, root, variant, scratch, options).ok()?;
+    Some(Sentinel {
+        landings: sentinel::landings(&rendered),
+        values,
+        markers,
+    })
 }

@@ -410,3 +410,43 @@ fn the_shared_gitops_roots_render_and_match_linting_their_piped_output() {
     // with findings.
     assert!(compared >= 12, "{compared}");
 }
+
+#[test]
+fn a_finding_fed_by_a_values_key_points_at_that_key_in_values_yaml() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The `helm create` convention: empty security contexts in values.yaml, printed with toYaml.
+    let values = "image: nginx:1.27\n\npodSecurityContext: {}\n  # fsGroup: 2000\n\nsecurityContext: {}\n  # runAsNonRoot: true\n\nsidecar:\n  securityContext:\n    privileged: true\n";
+    let template = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      {{- with .Values.podSecurityContext }}\n      securityContext:\n        {{- toYaml . | nindent 8 }}\n      {{- end }}\n      containers:\n        - name: web\n          image: {{ .Values.image }}\n          {{- with .Values.securityContext }}\n          securityContext:\n            {{- toYaml . | nindent 12 }}\n          {{- end }}\n        - name: sidecar\n          image: {{ .Values.image }}\n          securityContext:\n            {{- toYaml .Values.sidecar.securityContext | nindent 12 }}\n";
+    write(
+        dir.path(),
+        &[
+            ("web/Chart.yaml", CHART),
+            ("web/values.yaml", values),
+            ("web/templates/deployment.yaml", template),
+        ],
+    );
+    let (findings, _) = lint_json(dir.path(), &[]);
+    let at = |rule: &str, container: &str| -> (String, u64) {
+        let f = findings
+            .iter()
+            .find(|f| f["rule"] == rule && f["container"] == container)
+            .unwrap_or_else(|| panic!("{rule} {container}: {findings:#?}"));
+        (
+            f["path"].as_str().unwrap().to_string(),
+            f["line"].as_u64().unwrap(),
+        )
+    };
+    let values_path = "web/values.yaml".to_string();
+    // No securityContext renders for `web`: the values key that would print one.
+    assert_eq!(at("run-as-root-allowed", "web"), (values_path.clone(), 6));
+    // The sidecar's privileged: true, at its own key.
+    assert_eq!(
+        at("privileged-container", "sidecar"),
+        (values_path.clone(), 11)
+    );
+    // A key the sidecar's mapping lacks: that mapping's key.
+    assert_eq!(at("run-as-root-allowed", "sidecar"), (values_path, 10));
+}

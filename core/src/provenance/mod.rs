@@ -10,6 +10,8 @@
 //! is in no file; where no better place is known it is the start of the template, or the
 //! chart's or kustomization's own file.
 
+pub mod sentinel;
+
 use crate::lint::{Finding, RenderSite};
 use crate::roots::{Root, RootKind, Variant, join};
 use crate::source::{LineCol, SourceFile, TextRange};
@@ -18,6 +20,15 @@ use crate::yaml::{self, Document, Limits, NodeId, NodeKind};
 /// The name a root's rendered output is linted under: never a repository path.
 pub fn rendered_path(root: &Root, variant: &Variant) -> String {
     format!("<rendered {} ({})>", root.name(), variant.name)
+}
+
+/// What a chart's sentinel render taught: which values keys land in which rendered mappings.
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    /// The chart's `values.yaml`, repository-relative path and text.
+    pub values: SourceFile,
+    pub markers: Vec<sentinel::Marker>,
+    pub landings: Vec<sentinel::Landing>,
 }
 
 /// The annotation Kustomize writes with `buildMetadata: [originAnnotations]`.
@@ -30,6 +41,7 @@ pub fn place(
     root: &Root,
     variant: &Variant,
     rendered: &SourceFile,
+    sentinel: Option<&Sentinel>,
     read: &dyn Fn(&str) -> Option<String>,
 ) {
     let stream = yaml::parse(
@@ -54,7 +66,32 @@ pub fn place(
             RootKind::Kustomize => doc.and_then(|d| kustomize_origin(root, d)),
         }
         .filter(|p| root.loads.contains(p));
+        // A values key that feeds the field is where the user edits, before any template line.
+        let from_values = match (root.kind, sentinel, field) {
+            (RootKind::Helm, Some(s), Some((d, n))) => d.root().and_then(|top| {
+                let text = |path: &[&str]| {
+                    d.get_path(top, path)
+                        .and_then(|n| d.str_value(n))
+                        .unwrap_or_default()
+                };
+                sentinel::values_site(
+                    &s.values,
+                    &s.markers,
+                    &s.landings,
+                    text(&["kind"]),
+                    text(&["metadata", "name"]),
+                    &d.path_of(n),
+                )
+                .map(|range| (s.values.path.clone(), range))
+            }),
+            _ => None,
+        };
+        let (origin, from_values) = match from_values {
+            Some((path, range)) => (Some(path), Some((range, 0))),
+            None => (origin, None),
+        };
         let located = match (root.kind, &origin, field) {
+            _ if from_values.is_some() => from_values,
             (RootKind::Kustomize, Some(path), Some((d, n))) => {
                 read(path).and_then(|text| locate(&SourceFile::new(path.clone(), text), d, n))
             }
