@@ -450,3 +450,60 @@ fn a_finding_fed_by_a_values_key_points_at_that_key_in_values_yaml() {
     // A key the sidecar's mapping lacks: that mapping's key.
     assert_eq!(at("run-as-root-allowed", "sidecar"), (values_path, 10));
 }
+
+#[test]
+fn a_field_an_overlay_patch_sets_points_at_the_patch_line() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n        - name: log\n          image: busybox:1.36\n        - name: api\n          image: ghcr.io/acme/api:2.4.1\n";
+    let patch = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          securityContext:\n            privileged: true\n";
+    write(
+        dir.path(),
+        &[
+            ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+            ("base/deploy.yaml", deploy),
+            (
+                "prod/kustomization.yaml",
+                "resources: [../base]\nnamePrefix: prod-\npatches:\n  - path: privileged.yaml\n",
+            ),
+            ("prod/privileged.yaml", patch),
+        ],
+    );
+    let (findings, _) = lint_json(dir.path(), &[]);
+    let privileged: Vec<(&str, u64, &str)> = findings
+        .iter()
+        .filter(|f| f["rule"] == "privileged-container")
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap(),
+                f["line"].as_u64().unwrap(),
+                f["root"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        privileged,
+        [("prod/privileged.yaml", 11, "prod")],
+        "{findings:#?}"
+    );
+    let at = |container: &str| {
+        let f = findings
+            .iter()
+            .find(|f| {
+                f["rule"] == "run-as-root-allowed"
+                    && f["container"] == container
+                    && f["root"] == "prod"
+            })
+            .unwrap();
+        (
+            f["path"].as_str().unwrap().to_string(),
+            f["line"].as_u64().unwrap(),
+        )
+    };
+    // The securityContext the patch writes is where runAsNonRoot belongs too.
+    assert_eq!(at("api"), ("prod/privileged.yaml".to_string(), 10));
+    // A container no patch touches stays in the base, at its own entry.
+    assert_eq!(at("log"), ("base/deploy.yaml".to_string(), 13));
+}

@@ -86,14 +86,29 @@ pub fn place(
             }),
             _ => None,
         };
-        let (origin, from_values) = match from_values {
+        let (mut origin, from_values) = match from_values {
             Some((path, range)) => (Some(path), Some((range, 0))),
             None => (origin, None),
         };
         let located = match (root.kind, &origin, field) {
             _ if from_values.is_some() => from_values,
-            (RootKind::Kustomize, Some(path), Some((d, n))) => {
-                read(path).and_then(|text| locate(&SourceFile::new(path.clone(), text), d, n))
+            (RootKind::Kustomize, Some(_), Some((d, n))) => {
+                // A patch that sets the field is where its value comes from.
+                let patched = root.patches.iter().rev().find_map(|p| {
+                    let text = read(p)?;
+                    locate(&SourceFile::new(p.clone(), text), d, n, true).map(|at| (p.clone(), at))
+                });
+                match patched {
+                    Some((p, at)) => {
+                        origin = Some(p);
+                        Some(at)
+                    }
+                    None => origin.as_ref().and_then(|path| {
+                        read(path).and_then(|text| {
+                            locate(&SourceFile::new(path.clone(), text), d, n, false)
+                        })
+                    }),
+                }
             }
             (RootKind::Helm, Some(path), _) => read(path)
                 .and_then(|t| template_line(&t, &rendered.text, f.range.start()))
@@ -239,7 +254,8 @@ fn node_at(doc: &Document, range: TextRange) -> Option<NodeId> {
 #[derive(Debug, PartialEq)]
 enum Seg {
     Key(String),
-    Index(usize),
+    /// An item, and its `name` when it has one: merge keys in Kustomize's strategic merge.
+    Index(usize, Option<String>),
 }
 
 /// The keys and indices from the document's root to `node`.
@@ -256,7 +272,11 @@ fn segments(doc: &Document, mut node: NodeId) -> Vec<Seg> {
             }
             NodeKind::Sequence { items, .. } => {
                 if let Some(i) = items.iter().position(|i| *i == node) {
-                    out.push(Seg::Index(i));
+                    let name = doc
+                        .get(node, "name")
+                        .and_then(|n| doc.str_value(n))
+                        .map(str::to_string);
+                    out.push(Seg::Index(i, name.filter(|_| doc.is_mapping(node))));
                 }
             }
             _ => {}
@@ -267,10 +287,16 @@ fn segments(doc: &Document, mut node: NodeId) -> Vec<Seg> {
     out
 }
 
-/// In `origin`, the object of the same kind as the rendered one whose name the rendered name
+/// In `origin`, the object of the same kind (with `exact`, only when it has the very field:
+/// a patch that sets it) as the rendered one whose name the rendered name
 /// contains (a `namePrefix`/`nameSuffix` only adds to it), and in it the field at the rendered
 /// node's path or its deepest ancestor there: its range and document index.
-fn locate(origin: &SourceFile, rendered: &Document, node: NodeId) -> Option<(TextRange, usize)> {
+fn locate(
+    origin: &SourceFile,
+    rendered: &Document,
+    node: NodeId,
+    exact: bool,
+) -> Option<(TextRange, usize)> {
     let top = rendered.root()?;
     let kind = rendered
         .get(top, "kind")
@@ -302,10 +328,19 @@ fn locate(origin: &SourceFile, rendered: &Document, node: NodeId) -> Option<(Tex
                 };
                 (shown, value)
             }),
-            Seg::Index(i) => doc
+            Seg::Index(i, name) => doc
                 .resolve(at)
                 .filter(|n| doc.is_sequence(*n))
-                .and_then(|n| doc.items(n).get(i).copied())
+                .and_then(|n| {
+                    let items = doc.items(n);
+                    match name {
+                        Some(name) => items.iter().copied().find(|item| {
+                            doc.get(*item, "name").and_then(|v| doc.str_value(v))
+                                == Some(name.as_str())
+                        }),
+                        None => items.get(i).copied(),
+                    }
+                })
                 .map(|item| (item, doc.resolve(item).unwrap_or(item))),
         };
         match next {
@@ -313,6 +348,7 @@ fn locate(origin: &SourceFile, rendered: &Document, node: NodeId) -> Option<(Tex
                 mark = shown;
                 at = value;
             }
+            None if exact => return None,
             None => break,
         }
     }

@@ -183,6 +183,7 @@ pub(super) fn root(repo: &Repo, dir: &str, deployments: &[Deployment]) -> Root {
         file: file.clone(),
         variants: Vec::new(),
         loads: repo.files_under(dir).map(str::to_string).collect(),
+        patches: Vec::new(),
         blocked: Vec::new(),
         problems: Vec::new(),
     };

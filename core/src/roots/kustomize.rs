@@ -34,6 +34,7 @@ pub(super) fn root(repo: &Repo, dir: &str) -> Option<Root> {
             namespace: None,
         }],
         loads: BTreeSet::new(),
+        patches: Vec::new(),
         blocked: Vec::new(),
         problems: Vec::new(),
     };
@@ -115,12 +116,16 @@ impl Walk<'_, '_> {
         for (value, range) in strings(doc, map, "patchesStrategicMerge") {
             if !value.contains('\n') {
                 refer(self, &value, range, false);
+                self.patch(dir, &value);
             }
         }
         for key in ["patches", "patchesJson6902", "replacements"] {
             for entry in mappings(doc, map, key) {
                 for (value, range) in strings(doc, entry, "path") {
                     refer(self, &value, range, false);
+                    if key != "replacements" {
+                        self.patch(dir, &value);
+                    }
                 }
             }
         }
@@ -176,6 +181,12 @@ impl Walk<'_, '_> {
             self.remote(file, value, range);
         }
         // Anything else is missing: Kustomize itself says so when it renders.
+    }
+
+    fn patch(&mut self, dir: &str, value: &str) {
+        if let Some(path) = join(dir, value).filter(|p| self.repo.is_file(p)) {
+            self.root.patches.push(path);
+        }
     }
 
     fn remote(&mut self, file: &str, value: &str, range: TextRange) {

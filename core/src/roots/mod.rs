@@ -111,6 +111,8 @@ pub struct Root {
     /// Every repository file the render reads: what is copied into the scratch directory, and
     /// what is linted through the render instead of on its own.
     pub loads: BTreeSet<String>,
+    /// The patch files among them (Kustomize), in the order they are applied.
+    pub patches: Vec<String>,
     pub blocked: Vec<Blocked>,
     pub problems: Vec<Problem>,
 }
