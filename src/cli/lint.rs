@@ -78,6 +78,8 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
     // What a render reads is linted through the render, once.
     files.retain(|f| !plan.consumed.contains(&f.path));
     let renders = super::render::render(&plan, &args.render, settings.kube_version);
+    // Rendered images are scanned like written ones.
+    files.extend(renders.files.iter().cloned());
     let mut images = kubeharden_core::facts::ImageFacts::default();
     if args.scan_images {
         let kinds = registry.workloads_with(&settings.workloads);
@@ -86,7 +88,6 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });
-    files.extend(renders.files.iter().cloned());
     let mut report = linter.lint_files(&files);
     super::render::place(&mut report, &plan, &renders, &linter);
     let output = match args.format {
