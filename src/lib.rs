@@ -1,7 +1,8 @@
 //! KubeHarden's shell: everything that reads, waits or talks, around the pure core
 //! (`kubeharden-core`, which lints and fixes text it is handed).
 //!
-//! - always: the command line's inputs and outputs (`main.rs` and `cli/`);
+//! - always: the command line's inputs and outputs (`main.rs` and `cli/`), and the Helm and
+//!   Kustomize renderers run as child processes (`renderers`);
 //! - feature `images`: the OCI registry client (`oci`) and the vulnerability scanners run
 //!   as child processes (`scan`);
 //! - feature `app`: the GitHub App: the connections' timeouts and limits
@@ -13,6 +14,7 @@
 //!   server the API server calls.
 
 pub mod metrics;
+pub mod renderers;
 
 #[cfg(feature = "admission")]
 pub mod admission;

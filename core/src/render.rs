@@ -34,6 +34,9 @@ pub fn text(report: &Report, color: bool, verbose: bool) -> String {
         if let Some(subject) = f.subject() {
             let _ = write!(out, " ({subject})");
         }
+        if let Some(r) = &f.render {
+            let _ = write!(out, " [rendered from {} ({})]", r.root, r.variant);
+        }
         out.push('\n');
     }
     if verbose {
@@ -159,7 +162,7 @@ pub fn containers_json(containers: &[crate::decision::ContainerImage]) -> Value 
 }
 
 fn finding_json(f: &Finding) -> Value {
-    json!({
+    let mut value = json!({
         "rule": f.rule,
         "severity": f.severity,
         "path": f.path,
@@ -174,7 +177,14 @@ fn finding_json(f: &Finding) -> Value {
         "pod": f.pod,
         "container": f.container,
         "fixable": f.fixable,
-    })
+    });
+    if let Some(r) = &f.render {
+        value["root"] = json!(r.root);
+        value["variant"] = json!(r.variant);
+        value["rendered_line"] = json!(r.rendered_line);
+        value["field"] = json!(r.field);
+    }
+    value
 }
 
 /// SARIF 2.1.0, as GitHub code scanning and other SARIF consumers read it.

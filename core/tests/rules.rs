@@ -13,6 +13,8 @@ use kubeharden_core::lint::Linter;
 use kubeharden_core::rules::Registry;
 use kubeharden_core::source::SourceFile;
 
+const RENDER_RULES: [&str; 2] = ["render-failed", "render-skipped"];
+
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
 }
@@ -58,6 +60,11 @@ fn every_rule_has_fixtures_that_fail_and_pass() {
     let registry = Registry::builtin().unwrap();
     let mut problems = Vec::new();
     for rule in registry.iter() {
+        // Reported by the shell when a chart or kustomization does not render; the real tools
+        // test them (tests/cli/render.rs), as no manifest on its own can produce them.
+        if RENDER_RULES.contains(&rule.id.as_str()) {
+            continue;
+        }
         let dir = fixtures_dir().join(&rule.id);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -145,6 +152,8 @@ fn every_rule_file_is_complete() {
             "invalid-field",
             "unused-exemption",
             "invalid-exemption",
+            "render-failed",
+            "render-skipped",
         ];
         assert_eq!(
             rule.checks.is_empty(),

@@ -49,6 +49,8 @@ pub struct LintArgs {
     /// A Docker `config.json` with credentials for private registries (`auths`).
     #[arg(long, env = "REGISTRY_AUTH_FILE")]
     registry_auth_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    render: super::render::RenderArgs,
 }
 
 #[cfg(feature = "images")]
@@ -81,7 +83,13 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
         config_root,
         settings,
     } = setup(&args.common)?;
-    let (files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    let plan = super::render::plan(&args.paths, &args.render);
+    let (mut files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    // What a render reads is linted through the render, once.
+    files.retain(|f| !plan.consumed.contains(&f.path));
+    let renders = super::render::render(&plan, &args.render, settings.kube_version);
+    // Rendered images are scanned like written ones.
+    files.extend(renders.files.iter().cloned());
     let mut images = kubeharden_core::facts::ImageFacts::default();
     if args.scan_images {
         let kinds = registry.workloads_with(&settings.workloads);
@@ -101,7 +109,8 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });
-    let report = linter.lint_files(&files);
+    let mut report = linter.lint_files(&files);
+    super::render::place(&mut report, &plan, &renders, &linter);
     let output = match args.format {
         Format::Text => {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

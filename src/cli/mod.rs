@@ -10,6 +10,7 @@ mod inputs;
 #[cfg(feature = "app")]
 mod jobs;
 mod lint;
+mod render;
 mod review;
 mod rules;
 #[cfg(feature = "app")]

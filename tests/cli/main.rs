@@ -1,6 +1,7 @@
 //! The `kubeharden` command line, run as a user runs it.
 
 mod readme;
+mod render;
 mod workloads;
 
 use std::io::Write;

@@ -73,6 +73,21 @@ pub struct Finding {
     /// Rule-specific detail the fixer needs; not part of any output format.
     #[serde(skip)]
     pub hit: Option<Hit>,
+    /// Set when the finding was found in a chart's or kustomization's rendered output.
+    pub render: Option<RenderSite>,
+}
+
+/// Where in a render a finding was found; its `path` and lines name the repository file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RenderSite {
+    /// The chart's or kustomization's directory (`.` for the top).
+    pub root: String,
+    /// `values.yaml`, `ci/x-values.yaml`, the Argo CD Application's file, or the kustomization.
+    pub variant: String,
+    /// The line in the rendered output, which is in no file: for messages only.
+    pub rendered_line: usize,
+    /// The field's path in the rendered object, e.g. `spec.template.spec.containers[0]`.
+    pub field: Option<String>,
 }
 
 impl Finding {
@@ -168,6 +183,9 @@ pub const DUPLICATE_KEY: &str = "duplicate-key";
 pub const INVALID_FIELD: &str = "invalid-field";
 pub const UNUSED_EXEMPTION: &str = "unused-exemption";
 pub const INVALID_EXEMPTION: &str = "invalid-exemption";
+/// Reported by the shell's renderers, on the chart's or kustomization's file.
+pub const RENDER_FAILED: &str = "render-failed";
+pub const RENDER_SKIPPED: &str = "render-skipped";
 
 const IGNORE_ANNOTATION: &str = "kubeharden.dev/ignore";
 const REASON_ANNOTATION: &str = "kubeharden.dev/ignore-reason";
@@ -358,6 +376,20 @@ impl<'r> Linter<'r> {
         out
     }
 
+    /// A finding of one of the engine's own diagnostics (such as [`RENDER_FAILED`]) at `range`
+    /// of `file`; `None` when the settings turn that rule off.
+    pub fn diagnostic(
+        &self,
+        file: &SourceFile,
+        rule: &str,
+        range: TextRange,
+        message: String,
+    ) -> Option<Finding> {
+        let mut one = Vec::new();
+        self.push_meta(&mut one, file, rule, range, message, None, 0);
+        one.pop()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push_meta(
         &self,
@@ -387,6 +419,7 @@ impl<'r> Linter<'r> {
             applicability: None,
             document,
             hit: None,
+            render: None,
         });
     }
 
@@ -609,6 +642,7 @@ impl<'r> Linter<'r> {
                         applicability,
                         document: index,
                         hit: None,
+                        render: None,
                     };
                     let finding = Finding {
                         hit: Some(hit),

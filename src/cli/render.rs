@@ -1,0 +1,239 @@
+//! Rendering for `lint` (and later `fix` and `review`): the charts and kustomizations found in
+//! the directories a command is pointed at are rendered with the real tools and linted through
+//! their output; the files a render reads are not linted on their own.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use kubeharden::renderers::{self, Options, Tools};
+use kubeharden_core::config::ByteSize;
+use kubeharden_core::lint::{Finding, Linter, RENDER_FAILED, RENDER_SKIPPED, Report};
+use kubeharden_core::provenance;
+use kubeharden_core::roots::{self, Repo, Root};
+use kubeharden_core::source::{SourceFile, TextRange};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderMode {
+    /// Render every chart and kustomization found in a directory argument.
+    Auto,
+    /// Lint files one by one, as written (Helm templates are skipped).
+    Never,
+}
+
+#[derive(clap::Args)]
+pub struct RenderArgs {
+    /// Render Helm charts and Kustomize roots before linting (auto), or lint files as written.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub render: RenderMode,
+    /// The helm program (default: `helm` on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub helm: Option<PathBuf>,
+    /// The kustomize program, or kubectl for `kubectl kustomize` (default: `kustomize` on
+    /// PATH, else `kubectl`).
+    #[arg(long, value_name = "PATH")]
+    pub kustomize: Option<PathBuf>,
+    /// Seconds one render may take before it is stopped and reported as render-failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub render_timeout: f64,
+    /// The largest output one render may print, e.g. 64MiB (the default).
+    #[arg(long, value_name = "SIZE")]
+    pub render_max_output: Option<ByteSize>,
+}
+
+/// One directory argument's roots.
+struct Tree {
+    /// The argument as given, for display paths.
+    dir: PathBuf,
+    roots: Vec<Root>,
+}
+
+/// The roots of the directory arguments, and the display paths of the files they read.
+pub struct Plan {
+    trees: Vec<Tree>,
+    pub consumed: BTreeSet<String>,
+}
+
+/// How a repository-relative path of a tree is shown: as the directory walk shows it.
+fn display(dir: &Path, rel: &str) -> String {
+    let p = dir.join(rel);
+    p.strip_prefix("./").unwrap_or(&p).display().to_string()
+}
+
+/// A repository file's text, refused when it resolves outside the tree (a symbolic link out).
+fn read_inside(top: &Path, rel: &str) -> Option<String> {
+    let real = top.join(rel).canonicalize().ok()?;
+    let top = top.canonicalize().ok()?;
+    real.starts_with(top)
+        .then(|| std::fs::read_to_string(real).ok())
+        .flatten()
+}
+
+pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
+    let mut plan = Plan {
+        trees: Vec::new(),
+        consumed: BTreeSet::new(),
+    };
+    if args.render == RenderMode::Never {
+        return plan;
+    }
+    for p in paths.iter().filter(|p| *p != "-") {
+        let dir = Path::new(p);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut files = Vec::new();
+        list(dir, dir, &mut files);
+        let read = |rel: &str| read_inside(dir, rel);
+        let found = roots::discover(&Repo::new(files, &read));
+        for root in &found {
+            plan.consumed
+                .extend(root.loads.iter().map(|f| display(dir, f)));
+        }
+        plan.trees.push(Tree {
+            dir: dir.to_path_buf(),
+            roots: found,
+        });
+    }
+    plan
+}
+
+/// Every file under `dir`, relative to `top`; hidden directories are left out and symbolic
+/// links listed as files (so that a render refuses the ones that leave the tree).
+fn list(top: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                if !hidden {
+                    list(top, &path, out);
+                }
+            }
+            Ok(_) => {
+                if let Ok(rel) = path.strip_prefix(top) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What rendering added to a lint: the rendered outputs, to lint with the other files, and
+/// the findings about roots that did not render.
+pub struct Renders {
+    pub files: Vec<SourceFile>,
+    sentinels: std::collections::HashMap<String, provenance::Sentinel>,
+    diagnostics: Vec<(PathBuf, String, TextRange, String, &'static str)>,
+}
+
+pub fn render(
+    plan: &Plan,
+    args: &RenderArgs,
+    kube_version: kubeharden_core::k8s::KubeVersion,
+) -> Renders {
+    let tools = Tools::find(args.helm.as_deref(), args.kustomize.as_deref());
+    let options = Options {
+        timeout: Duration::from_secs_f64(args.render_timeout.max(0.001)),
+        max_output: args
+            .render_max_output
+            .map_or(Options::default().max_output, |s| s.0),
+        kube_version,
+        ..Options::default()
+    };
+    let mut renders = Renders {
+        files: Vec::new(),
+        sentinels: Default::default(),
+        diagnostics: Vec::new(),
+    };
+    for tree in &plan.trees {
+        for root in &tree.roots {
+            for b in &root.blocked {
+                renders.diagnostics.push((
+                    tree.dir.clone(),
+                    b.path.clone(),
+                    b.range,
+                    b.message.clone(),
+                    RENDER_SKIPPED,
+                ));
+            }
+            for p in &root.problems {
+                renders.diagnostics.push((
+                    tree.dir.clone(),
+                    p.path.clone(),
+                    p.range,
+                    p.message.clone(),
+                    RENDER_FAILED,
+                ));
+            }
+        }
+        for r in renderers::render_all(&tree.dir, &tree.roots, &tools, &options) {
+            let root = &tree.roots[r.root];
+            let variant = &root.variants[r.variant];
+            match r.output {
+                Ok(output) => {
+                    let path = provenance::rendered_path(root, variant);
+                    if let Some(s) = output.sentinel {
+                        renders.sentinels.insert(path.clone(), s);
+                    }
+                    renders.files.push(SourceFile::new(path, output.text));
+                }
+                Err(why) => renders.diagnostics.push((
+                    tree.dir.clone(),
+                    root.file.clone(),
+                    TextRange::empty(0),
+                    format!("{} ({}) did not render: {why}", root.name(), variant.name),
+                    RENDER_FAILED,
+                )),
+            }
+        }
+    }
+    renders
+}
+
+/// Move the findings on rendered output to the repository files they come from, and add the
+/// findings about roots that did not render.
+pub fn place(report: &mut Report, plan: &Plan, renders: &Renders, linter: &Linter) {
+    let by_path: std::collections::HashMap<&str, &SourceFile> =
+        renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    for tree in &plan.trees {
+        let read = |rel: &str| read_inside(&tree.dir, rel);
+        for root in &tree.roots {
+            for variant in &root.variants {
+                let name = provenance::rendered_path(root, variant);
+                let Some(file) = by_path.get(name.as_str()) else {
+                    continue;
+                };
+                let start = report.findings.iter().position(|f| f.path == name);
+                let Some(start) = start else { continue };
+                let end = start
+                    + report.findings[start..]
+                        .iter()
+                        .take_while(|f| f.path == name)
+                        .count();
+                let chunk: &mut [Finding] = &mut report.findings[start..end];
+                let sentinel = renders.sentinels.get(name.as_str());
+                provenance::place(chunk, root, variant, file, sentinel, &read);
+                for f in chunk.iter_mut() {
+                    f.path = display(&tree.dir, &f.path);
+                }
+            }
+        }
+    }
+    for (dir, path, range, message, rule) in &renders.diagnostics {
+        let text = read_inside(dir, path).unwrap_or_default();
+        let file = SourceFile::new(display(dir, path), text);
+        if let Some(f) = linter.diagnostic(&file, rule, *range, message.clone()) {
+            report.findings.push(f);
+        }
+    }
+    report.findings.sort_by(|a, b| {
+        (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))
+    });
+}
