@@ -139,6 +139,10 @@ fn allowed(path: &str) -> bool {
         "hostPID",
         "hostIPC",
     ];
+    // Before the containers: `.container.` would match the annotation's key.
+    if path.contains(".annotations.container.apparmor.security.beta.kubernetes.io/") {
+        return true;
+    }
     // Pod spec containers first, then containers operators keep elsewhere (rules/workloads):
     // Argo templates' `container`, `script` and `sidecars`, Tekton `steps` and `sidecars`, a
     // Spark driver or executor as its own main container.
@@ -157,9 +161,6 @@ fn allowed(path: &str) -> bool {
             let rest = &path[i + kind.len()..];
             return CONTAINER_FIELDS.contains(&rest);
         }
-    }
-    if path.contains(".annotations.container.apparmor.security.beta.kubernetes.io/") {
-        return true;
     }
     // Extension keys (`x-…: &anchor`) hold definitions that `<<` merges into pod specs and
     // containers; fixes change them at the definition.
