@@ -399,11 +399,16 @@ pub struct Found {
 
 /// `Kind/name`: how a workload is recognised in another version of its text.
 pub fn object_key(w: &Workload) -> String {
-    format!(
+    let key = format!(
         "{}/{}",
         w.object.info.kind,
         w.object.info.name.as_deref().unwrap_or("")
-    )
+    );
+    // An object with several pods (a RayCluster's head and worker groups) names which one.
+    match &w.label {
+        Some(label) => format!("{key} {label}"),
+        None => key,
+    }
 }
 
 /// Every refused combination in a document as written.

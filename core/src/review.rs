@@ -132,6 +132,9 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
     let linter = &file_linter;
     let mut comments = Vec::new();
     let mut fingerprints = Vec::new();
+    // Findings whose fix was left out because Kubernetes would refuse it, with the reason:
+    // their annotations say so, since they get no suggestion.
+    let mut refused: Vec<(Finding, String)> = Vec::new();
     let mut fixable = 0;
     let mut safe_fixable = 0;
     let mut committable = 0;
@@ -149,6 +152,7 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         let Ok(result) = fix_parsed(linter, parsed, Applicability::Unsafe) else {
             continue;
         };
+        refused.extend(result.refused.iter().cloned());
         if result.fixed == parsed.file().text {
             continue;
         }
@@ -239,7 +243,27 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
     } else {
         Conclusion::Success
     };
-    let annotations = report.findings.iter().map(annotation).collect();
+    let annotations = report
+        .findings
+        .iter()
+        .map(|f| {
+            let mut a = annotation(f);
+            for (_, why) in refused
+                .iter()
+                .filter(|(g, _)| crate::fix::same_finding(g, f))
+            {
+                let mut why = why.chars();
+                let first = why.next().map(|c| c.to_ascii_uppercase());
+                let _ = write!(
+                    a.message,
+                    "\n{}{}.",
+                    first.map(String::from).unwrap_or_default(),
+                    why.as_str()
+                );
+            }
+            a
+        })
+        .collect();
     let total_comments = comments.len();
     comments.truncate(MAX_COMMENTS);
     let (check_title, check_summary) =

@@ -589,3 +589,56 @@ fn a_bare_key_in_a_flow_mapping_gets_its_value_without_touching_the_next_one() {
         "{fixed}"
     );
 }
+
+#[test]
+fn a_fix_kubernetes_would_refuse_is_explained_in_the_findings_annotation() {
+    let ds = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: csi-node, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: csi}}
+  template:
+    metadata: {labels: {app: csi}}
+    spec:
+      containers:
+        - name: plugin
+          image: registry.example.com/csi:1.0.0
+          securityContext:
+            privileged: true
+          volumeMounts:
+            - name: pods
+              mountPath: /var/lib/kubelet/pods
+              mountPropagation: Bidirectional
+      volumes:
+        - name: pods
+          hostPath: {path: /var/lib/kubelet/pods}
+";
+    let registry = Registry::builtin().unwrap();
+    let linter = Linter::new(&registry, Settings::default());
+    let files = [kubeharden_core::change::PrFile::new(
+        "ds.yaml",
+        ds,
+        Some("@@ -0,0 +1,20 @@\n".into()),
+    )];
+    let plan = kubeharden_core::review::plan(&linter, &files);
+    let privileged = plan
+        .annotations
+        .iter()
+        .find(|a| a.title.contains("[privileged-container]"))
+        .unwrap();
+    assert!(
+        privileged.message.contains(
+            "\nNot fixed in container plugin: the container mounts a volume with mountPropagation: Bidirectional"
+        ),
+        "{}",
+        privileged.message
+    );
+    // And no suggestion writes privileged: false.
+    assert!(
+        plan.comments
+            .iter()
+            .all(|c| !c.body.contains("privileged: false")),
+        "{:?}",
+        plan.comments
+    );
+}

@@ -133,3 +133,46 @@ fn every_fixable_rule_fixes_its_failing_fixtures() {
         );
     }
 }
+
+#[test]
+fn rules_wanting_different_values_at_one_node_get_neither_and_a_note() {
+    // A rule of one's own that wants the opposite of privilege-escalation-allowed.
+    let builtin = std::fs::read_to_string(
+        common::repo_root().join("rules/privilege-escalation-allowed.yaml"),
+    )
+    .unwrap();
+    let opposite = builtin
+        .replace("id: privilege-escalation-allowed", "id: escalation-wanted")
+        .replace(
+            "condition: {must-equal: false}",
+            "condition: {must-equal: true}",
+        )
+        .replace("fix: {set: false}", "fix: {set: true}");
+    let mut registry = Registry::builtin().unwrap();
+    registry
+        .extend([(
+            "custom/escalation-wanted.yaml".to_string(),
+            opposite.as_str(),
+        )])
+        .unwrap();
+    let linter = Linter::new(&registry, Settings::default());
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: a\n      image: nginx:1.27\n      securityContext: &sc\n        runAsUser: 1000\n    - name: b\n      image: nginx:1.27\n      securityContext: *sc\n";
+    let result = fix_file(
+        &linter,
+        &SourceFile::new("p.yaml", text),
+        Applicability::Safe,
+    )
+    .unwrap();
+    assert!(
+        !result.fixed.contains("allowPrivilegeEscalation"),
+        "{}",
+        result.fixed
+    );
+    let notes: Vec<&String> = result
+        .notes
+        .iter()
+        .filter(|n| n.contains("different values of allowPrivilegeEscalation (false, true)"))
+        .collect();
+    assert_eq!(notes.len(), 2, "{:?}", result.notes);
+    assert!(result.refused.len() >= 2);
+}

@@ -13,7 +13,7 @@ mod write;
 use std::collections::BTreeSet;
 
 pub use plan::{Plan, plan};
-pub use policy::Refusal;
+pub use policy::{Refusal, Why};
 
 use crate::constraints;
 use crate::lint::{Finding, Linter, Report};

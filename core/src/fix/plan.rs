@@ -14,7 +14,7 @@ use crate::yaml::{Document, NodeId};
 
 use super::Fix;
 use super::need::Need;
-use super::policy::{KEY_ORDER, Refusal, enforce, hoist};
+use super::policy::{KEY_ORDER, Refusal, drop_conflicts, enforce, hoist};
 use super::write::{Action, Writer, anchor_note, detect_style};
 
 /// The fixes for one file's findings, and the needs left out because Kubernetes would refuse
@@ -68,7 +68,8 @@ pub fn plan(
         rebase(&docs[n.doc], n);
     }
     dedup(&mut needs);
-    let refusals = enforce(docs, &mut needs, rebase, kinds);
+    let mut refusals = drop_conflicts(&mut needs);
+    refusals.extend(enforce(docs, &mut needs, rebase, kinds));
     dedup(&mut needs);
 
     let mut fixes = Vec::new();

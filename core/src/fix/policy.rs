@@ -2,10 +2,12 @@
 //! edit fixes every container), the order of keys in a new `securityContext`, and the
 //! enforcement of what Kubernetes refuses (`crate::constraints`), which no plan may write.
 
+use std::collections::BTreeMap;
+
 use crate::constraints::{self, Constraint, Violation, Written};
 use crate::rules::Applicability;
 use crate::workloads::WorkloadKinds;
-use crate::yaml::Document;
+use crate::yaml::{Document, NodeId};
 
 use super::need::Need;
 use super::overlay::Overlay;
@@ -63,27 +65,48 @@ pub(super) fn hoist(docs: &[Document], needs: &mut [Need]) {
     }
 }
 
-/// A planned need dropped because it would complete a combination Kubernetes refuses.
+/// A planned need dropped because it would complete a combination Kubernetes refuses, or
+/// because another need asks for a different value at the same place.
 #[derive(Debug, Clone)]
 pub struct Refusal {
     /// Indices of the findings the need came from.
     pub findings: Vec<usize>,
     /// The container whose settings make the fix impossible.
     pub container: Option<String>,
-    pub constraint: &'static Constraint,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone)]
+pub enum Why {
+    Refused(&'static Constraint),
+    /// Rules want different values at one node (a node shared through an anchor, or rules of
+    /// one's own): neither is written.
+    Conflict {
+        path: String,
+        values: Vec<String>,
+    },
 }
 
 impl Refusal {
     /// For people: what was not done and why, and, when the fixes planned are the safe ones
     /// only, the unsafe change that would make it possible.
     pub fn reason(&self, min: Applicability) -> String {
-        let c = self.constraint;
+        let place = self
+            .container
+            .as_deref()
+            .map(|c| format!(" in container {c}"))
+            .unwrap_or_default();
+        let c = match &self.why {
+            Why::Refused(c) => c,
+            Why::Conflict { path, values } => {
+                return format!(
+                    "not fixed{place}: rules ask for different values of {path} ({}) at the same node",
+                    values.join(", ")
+                );
+            }
+        };
         let mut out = format!(
-            "not fixed{}: {} ({} \"{}\")",
-            self.container
-                .as_deref()
-                .map(|c| format!(" in container {c}"))
-                .unwrap_or_default(),
+            "not fixed{place}: {} ({} \"{}\")",
             c.why,
             c.enforcer.name(),
             c.says
@@ -93,6 +116,41 @@ impl Refusal {
         }
         out
     }
+}
+
+/// Drop every `Set` that another `Set` contradicts at the same node and path (after rebasing,
+/// so two containers reaching one anchored node meet there).
+pub(super) fn drop_conflicts(needs: &mut Vec<Need>) -> Vec<Refusal> {
+    let place = |n: &Need| (n.doc, n.base, n.path.clone());
+    let mut values: BTreeMap<(usize, NodeId, Vec<String>), Vec<String>> = BTreeMap::new();
+    for n in needs.iter() {
+        if let Action::Set(v) = &n.action {
+            let seen = values.entry(place(n)).or_default();
+            if !seen.contains(&v.to_string()) {
+                seen.push(v.to_string());
+            }
+        }
+    }
+    for v in values.values_mut() {
+        v.sort();
+    }
+    let mut refusals = Vec::new();
+    needs.retain(|n| {
+        let conflicting = matches!(n.action, Action::Set(_))
+            && values.get(&place(n)).is_some_and(|v| v.len() > 1);
+        if conflicting {
+            refusals.push(Refusal {
+                findings: n.findings.clone(),
+                container: None,
+                why: Why::Conflict {
+                    path: n.path.join("."),
+                    values: values[&place(n)].clone(),
+                },
+            });
+        }
+        !conflicting
+    });
+    refusals
 }
 
 /// The most rounds of dropping needs: each round drops at least one, and a dropped need can
@@ -148,7 +206,7 @@ pub(super) fn enforce(
                         refusals.push(Refusal {
                             findings: need.findings,
                             container: v.container.map(|c| containers[c].display_name()),
-                            constraint: v.constraint,
+                            why: Why::Refused(v.constraint),
                         });
                     } else {
                         // Back to the containers, each to be checked on its own.

@@ -289,7 +289,21 @@ impl<'t, 's> Builder<'t, 's> {
                     return;
                 }
                 let range = if is_empty_plain {
-                    let at = gap.anchor.or(gap.tag).map_or(self.last_end, |r| r.end());
+                    // An empty item of a block sequence sits after its own dash, not at the end
+                    // of the item before it: a collection must end past every line it has.
+                    let in_block_seq = d.stack.last().is_some_and(|f| {
+                        matches!(
+                            d.nodes[f.node as usize].kind,
+                            NodeKind::Sequence { flow: false, .. }
+                        )
+                    });
+                    let after_dash = gap.dash.filter(|_| in_block_seq).map(|i| i + 1);
+                    let at = gap
+                        .anchor
+                        .or(gap.tag)
+                        .map(|r| r.end())
+                        .or(after_dash)
+                        .unwrap_or(self.last_end);
                     TextRange::empty(at)
                 } else {
                     self.scalar_range(style, start, end, gap.block_header)

@@ -45,6 +45,24 @@ fn block_collections_end_at_their_last_child() {
 }
 
 #[test]
+fn an_empty_item_ends_its_sequence_after_its_dash() {
+    for text in [
+        "a:\n  - x\n  -",
+        "a:\n  - x\n  -  # none\nb: 1\n",
+        "a:\n- x\n- &e\n",
+    ] {
+        let s = parse_ok(text);
+        let doc = &s.documents[0];
+        let seq = doc.get(doc.root().unwrap(), "a").unwrap();
+        let slice = doc.node(seq).range.slice(text);
+        assert!(
+            slice.starts_with("- x") && slice.trim_end().ends_with(['-', 'e']),
+            "{text:?}: {slice:?}"
+        );
+    }
+}
+
+#[test]
 fn flow_collections_include_brackets() {
     let text = "a: [1, {k: v}, 3]  # c\nb: {x: [y]}\n";
     let s = parse_ok(text);

@@ -139,7 +139,7 @@ fn allowed(path: &str) -> bool {
         "hostPID",
         "hostIPC",
     ];
-    // Before the container paths: the annotation's key holds `.container.` too.
+    // Before the containers: `.container.` would match the annotation's key.
     if path.contains(".annotations.container.apparmor.security.beta.kubernetes.io/") {
         return true;
     }
