@@ -119,23 +119,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let server = admission::Server::bind(options, judge).await?;
-        server.serve(shutdown_signal()).await
+        server.serve(super::shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

@@ -277,3 +277,21 @@ pub(crate) fn not_built(feature: &str, what: &str) -> anyhow::Error {
         "this kubeharden was built without {what}; build it with `cargo build --release --features {feature}` (the release image has every feature)"
     )
 }
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT: when the servers begin a graceful shutdown.
+#[cfg(any(feature = "app", feature = "admission"))]
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

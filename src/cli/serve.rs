@@ -330,7 +330,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             max_connections = limits.max_connections,
             "KubeHarden is listening"
         );
-        kubeharden::edge::serve(listener, router, limits, shutdown_signal()).await;
+        kubeharden::edge::serve(listener, router, limits, super::shutdown_signal()).await;
         // No more deliveries: let the workers finish or give back what they hold.
         let _ = stop.send(true);
         let handles: Vec<_> =
@@ -342,21 +342,4 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down");
 }
