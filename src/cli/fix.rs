@@ -1,7 +1,6 @@
 //! `kubeharden fix`.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -37,17 +36,8 @@ pub struct FixArgs {
     /// credentials from --registry-auth-file).
     #[arg(long)]
     pin_digests: bool,
-    /// Read each image's configuration from its registry (user, volumes, ports) and let it
-    /// decide what is safe: `runAsNonRoot` for a non-root image, the IDs of a named user,
-    /// emptyDirs for the volumes it writes (credentials from --registry-auth-file).
-    #[arg(long)]
-    inspect_images: bool,
-    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
-    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
-    default_platform: String,
-    /// A Docker `config.json` with credentials for private registries (`auths`).
-    #[arg(long, env = "REGISTRY_AUTH_FILE")]
-    registry_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    inspect: super::InspectArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -87,20 +77,11 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
             &files,
             &settings,
             &kinds,
-            args.registry_auth_file.as_deref(),
+            args.inspect.registry_auth_file.as_deref(),
         )?;
     }
-    if args.inspect_images {
-        let kinds = registry.workloads_with(&settings.workloads);
-        images.configs = super::inspect_images(
-            &files,
-            &settings,
-            &kinds,
-            args.registry_auth_file.as_deref(),
-            &args.default_platform,
-        )?;
-        images.default_platform = args.default_platform.clone();
-    }
+    args.inspect
+        .read_into(&files, &settings, &registry, &mut images)?;
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });

@@ -39,16 +39,8 @@ pub struct LintArgs {
     #[cfg(feature = "images")]
     #[command(flatten)]
     scanner: super::images::ScannerArgs,
-    /// Read each image's configuration from its registry (user, volumes, ports); `--format
-    /// json` then lists every container with an `image` object.
-    #[arg(long)]
-    inspect_images: bool,
-    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
-    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
-    default_platform: String,
-    /// A Docker `config.json` with credentials for private registries (`auths`).
-    #[arg(long, env = "REGISTRY_AUTH_FILE")]
-    registry_auth_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    inspect: super::InspectArgs,
     #[command(flatten)]
     render: super::render::RenderArgs,
 }
@@ -95,17 +87,8 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
         let kinds = registry.workloads_with(&settings.workloads);
         images.scans = scan_images(&args, &files, &settings, &kinds)?;
     }
-    if args.inspect_images {
-        let kinds = registry.workloads_with(&settings.workloads);
-        images.configs = super::inspect_images(
-            &files,
-            &settings,
-            &kinds,
-            args.registry_auth_file.as_deref(),
-            &args.default_platform,
-        )?;
-        images.default_platform = args.default_platform.clone();
-    }
+    args.inspect
+        .read_into(&files, &settings, &registry, &mut images)?;
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });

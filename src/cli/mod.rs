@@ -244,27 +244,67 @@ pub(crate) fn setup(common: &CommonArgs) -> Result<Setup> {
     })
 }
 
-/// `--inspect-images`: each image's configuration, by image and platform.
-#[cfg(feature = "images")]
-pub(crate) fn inspect_images(
-    files: &[kubeharden_core::source::SourceFile],
-    settings: &kubeharden_core::lint::Settings,
-    kinds: &kubeharden_core::workloads::WorkloadKinds,
-    auth_file: Option<&std::path::Path>,
-    default_platform: &str,
-) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
-    images::inspect_local(files, settings, kinds, auth_file, default_platform)
+/// `--inspect-images` and what it reads with, shared by `lint`, `fix` and `review`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct InspectArgs {
+    /// Read each image's configuration from its registry (user, volumes, ports) and let it
+    /// decide what is safe: `runAsNonRoot` for a non-root image, the IDs of a named user,
+    /// emptyDirs for the volumes it writes; `--format json` lists each container's `image`.
+    #[arg(long)]
+    pub inspect_images: bool,
+    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
+    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
+    pub default_platform: String,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
 }
 
-#[cfg(not(feature = "images"))]
-pub(crate) fn inspect_images(
-    _: &[kubeharden_core::source::SourceFile],
-    _: &kubeharden_core::lint::Settings,
-    _: &kubeharden_core::workloads::WorkloadKinds,
-    _: Option<&std::path::Path>,
-    _: &str,
-) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
-    Err(not_built("images", "registry access (`--inspect-images`)"))
+impl InspectArgs {
+    /// With `--inspect-images`, each image's configuration (by image and platform) into `images`.
+    pub(crate) fn read_into(
+        &self,
+        files: &[kubeharden_core::source::SourceFile],
+        settings: &Settings,
+        registry: &Registry,
+        images: &mut kubeharden_core::facts::ImageFacts,
+    ) -> Result<()> {
+        if !self.inspect_images {
+            return Ok(());
+        }
+        let kinds = registry.workloads_with(&settings.workloads);
+        images.configs = self.inspect(files, settings, &kinds)?;
+        images.default_platform = self.default_platform.clone();
+        Ok(())
+    }
+
+    #[cfg(feature = "images")]
+    fn inspect(
+        &self,
+        files: &[kubeharden_core::source::SourceFile],
+        settings: &Settings,
+        kinds: &kubeharden_core::workloads::WorkloadKinds,
+    ) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>>
+    {
+        images::inspect_local(
+            files,
+            settings,
+            kinds,
+            self.registry_auth_file.as_deref(),
+            &self.default_platform,
+        )
+    }
+
+    #[cfg(not(feature = "images"))]
+    fn inspect(
+        &self,
+        _: &[kubeharden_core::source::SourceFile],
+        _: &Settings,
+        _: &kubeharden_core::workloads::WorkloadKinds,
+    ) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>>
+    {
+        Err(not_built("images", "registry access (`--inspect-images`)"))
+    }
 }
 
 /// The error for a flag or subcommand whose feature this build was made without.

@@ -25,16 +25,8 @@ pub struct ReviewArgs {
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
-    /// Read each changed image's configuration from its registry (user, volumes, ports), as
-    /// the app does with --registry-access (credentials from --registry-auth-file).
-    #[arg(long)]
-    inspect_images: bool,
-    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
-    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
-    default_platform: String,
-    /// A Docker `config.json` with credentials for private registries (`auths`).
-    #[arg(long, env = "REGISTRY_AUTH_FILE")]
-    registry_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    inspect: super::InspectArgs,
 }
 
 fn git(args: &[&str]) -> Result<String> {
@@ -111,20 +103,13 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
     }
     let settings = config.settings();
     let mut images = kubeharden_core::facts::ImageFacts::default();
-    if args.inspect_images {
+    if args.inspect.inspect_images {
         let sources: Vec<kubeharden_core::source::SourceFile> = files
             .iter()
             .map(kubeharden_core::change::PrFile::source)
             .collect();
-        let kinds = registry.workloads_with(&settings.workloads);
-        images.configs = super::inspect_images(
-            &sources,
-            &settings,
-            &kinds,
-            args.registry_auth_file.as_deref(),
-            &args.default_platform,
-        )?;
-        images.default_platform = args.default_platform.clone();
+        args.inspect
+            .read_into(&sources, &settings, &registry, &mut images)?;
     }
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
