@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Answer, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OciClient, OciError, Target, auth_key, classify,
-    is_sha256_digest, valid_domain, valid_path, valid_tag,
+    is_sha256_digest,
 };
 
 /// Config blobs are a few KiB; a larger one is refused before it is downloaded.
@@ -112,39 +112,9 @@ impl OciClient {
         reference: &str,
         platform: &str,
     ) -> Result<ImageConfig, OciError> {
-        let target = Target {
-            registry: domain.to_string(),
-            reference: format!(
-                "{domain}/{path}{}{reference}",
-                if reference.starts_with("sha256:") {
-                    "@"
-                } else {
-                    ":"
-                }
-            ),
-        };
-        let invalid = |why: &str| {
-            OciError::Config(format!(
-                "invalid image reference {}: {why}",
-                target.reference
-            ))
-        };
-        if !valid_domain(domain) {
-            return Err(invalid("bad registry host"));
-        }
-        if !valid_path(path) {
-            return Err(invalid("bad repository path"));
-        }
-        if !valid_tag(reference) && !is_sha256_digest(reference) {
-            return Err(invalid("bad tag or digest"));
-        }
-        let (scheme, host) = self.endpoint(domain);
-        if !self.allowed(&host).await {
-            return Err(OciError::Config(format!(
-                "not contacting {host} for {}: a loopback or private address the server does not list",
-                target.reference
-            )));
-        }
+        let (target, scheme, host) = self
+            .open(domain, path, super::Reference::TagOrDigest(reference))
+            .await?;
         let mut s = Session {
             scheme,
             cache_key: (host.clone(), format!("repository:{path}:pull")),

@@ -136,6 +136,13 @@ struct Target {
     reference: String,
 }
 
+/// What follows the repository in a reference: digest pinning resolves tags only.
+#[derive(Clone, Copy)]
+pub(super) enum Reference<'a> {
+    Tag(&'a str),
+    TagOrDigest(&'a str),
+}
+
 impl Target {
     fn not_found(&self, detail: String) -> OciError {
         OciError::NotFound {
@@ -280,33 +287,13 @@ impl OciClient {
         path: &str,
         tag: &str,
     ) -> Result<String, OciError> {
-        let target = Target {
-            registry: domain.to_string(),
-            reference: format!("{domain}/{path}:{tag}"),
-        };
+        let (target, scheme, host) = self.open(domain, path, Reference::Tag(tag)).await?;
         let invalid = |why: &str| {
             OciError::Config(format!(
                 "invalid image reference {}: {why}",
                 target.reference
             ))
         };
-        if !valid_domain(domain) {
-            return Err(invalid("bad registry host"));
-        }
-        if !valid_path(path) {
-            return Err(invalid("bad repository path"));
-        }
-        if !valid_tag(tag) {
-            return Err(invalid("bad tag"));
-        }
-
-        let (scheme, host) = self.endpoint(domain);
-        if !self.allowed(&host).await {
-            return Err(OciError::Config(format!(
-                "not contacting {host} for {}: a loopback or private address the server does not list",
-                target.reference
-            )));
-        }
         let uri: Uri = format!("{scheme}://{host}/v2/{path}/manifests/{tag}")
             .parse()
             .map_err(|_| invalid("not a valid URL"))?;
@@ -365,6 +352,50 @@ impl OciClient {
             return Err(classify(&got, &target, &format!("GET {uri}")));
         }
         Ok(format!("sha256:{}", hex::encode(Sha256::digest(&got.body))))
+    }
+
+    /// Check a reference and the network guard before any request: the target for messages,
+    /// and the scheme and host to reach. Digest resolution and image inspection both start here.
+    async fn open(
+        &self,
+        domain: &str,
+        path: &str,
+        reference: Reference<'_>,
+    ) -> Result<(Target, &'static str, String), OciError> {
+        let (sep, value, valid, what) = match reference {
+            Reference::Tag(t) => (":", t, valid_tag(t), "bad tag"),
+            Reference::TagOrDigest(r) if r.starts_with("sha256:") => {
+                ("@", r, is_sha256_digest(r), "bad tag or digest")
+            }
+            Reference::TagOrDigest(r) => (":", r, valid_tag(r), "bad tag or digest"),
+        };
+        let target = Target {
+            registry: domain.to_string(),
+            reference: format!("{domain}/{path}{sep}{value}"),
+        };
+        let invalid = |why: &str| {
+            OciError::Config(format!(
+                "invalid image reference {}: {why}",
+                target.reference
+            ))
+        };
+        if !valid_domain(domain) {
+            return Err(invalid("bad registry host"));
+        }
+        if !valid_path(path) {
+            return Err(invalid("bad repository path"));
+        }
+        if !valid {
+            return Err(invalid(what));
+        }
+        let (scheme, host) = self.endpoint(domain);
+        if !self.allowed(&host).await {
+            return Err(OciError::Config(format!(
+                "not contacting {host} for {}: a loopback or private address the server does not list",
+                target.reference
+            )));
+        }
+        Ok((target, scheme, host))
     }
 
     /// `(scheme, API host)` for a reference's domain.
