@@ -10,6 +10,7 @@
 //! is in no file; where no better place is known it is the start of the template, or the
 //! chart's or kustomization's own file.
 
+pub mod fix;
 pub mod sentinel;
 
 use crate::lint::{Finding, RenderSite};
