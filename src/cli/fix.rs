@@ -40,6 +40,8 @@ pub struct FixArgs {
     inspect: super::InspectArgs,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    render: super::render::RenderArgs,
 }
 
 pub fn run(args: FixArgs) -> Result<ExitCode> {
@@ -67,7 +69,11 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     } else {
         Applicability::Safe
     };
-    let (files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    let plan = super::render::plan(&args.paths, &args.render);
+    let (mut files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
+    // What a render reads is fixed through the render, where the user edits it.
+    files.retain(|f| !plan.consumed.contains(&f.path));
+    let renders = super::render::render(&plan, &args.render, settings.kube_version);
     let mut images = kubeharden_core::facts::ImageFacts::default();
     if args.pin_digests {
         settings.enable.insert("image-not-pinned".into());
@@ -165,6 +171,13 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
             }
         }
     }
+    let roots = fix_roots(&plan, &renders, &args, &linter, min);
+    fixed_count += roots.fixed;
+    unsafe_left += roots.unsafe_left;
+    remaining |= roots.failed;
+    out.extend_from_slice(&roots.out);
+    notes.extend(roots.notes);
+    io_errors.extend(roots.errors);
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(&out);
     let _ = stdout.flush();
@@ -203,6 +216,157 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What fixing the rendered roots printed and counted.
+#[derive(Default)]
+struct RootsOutcome {
+    out: Vec<u8>,
+    fixed: usize,
+    unsafe_left: usize,
+    failed: bool,
+    notes: Vec<String>,
+    errors: Vec<anyhow::Error>,
+}
+
+/// Fix the rendered roots where the user edits: the confirmed source fixes of every variant,
+/// written together per directory argument (one fix that two variants confirm is written
+/// once); a finding with no source fix gets a note saying what the chart or overlay needs.
+fn fix_roots(
+    plan: &super::render::Plan,
+    renders: &super::render::Renders,
+    args: &FixArgs,
+    linter: &Linter,
+    min: Applicability,
+) -> RootsOutcome {
+    use kubeharden_core::provenance::fix::{SourceFix, apply};
+    let mut outcome = RootsOutcome::default();
+    let variants = super::render::source_fixes(plan, renders, &args.render, linter, min);
+    let mut note = |n: String| {
+        if !outcome.notes.contains(&n) {
+            outcome.notes.push(n);
+        }
+    };
+    // Per directory argument, the fixes to write, each once.
+    let mut by_dir: std::collections::BTreeMap<&std::path::Path, Vec<&SourceFix>> =
+        Default::default();
+    for v in &variants {
+        let at = format!("{} ({})", v.display(&v.root), v.variant);
+        for n in &v.confirmed.none {
+            note(format!(
+                "{at}: {}: [{}] no fix in the source: {}",
+                n.finding.object.as_deref().unwrap_or("render"),
+                n.finding.rule,
+                n.message
+            ));
+        }
+        for (f, why) in &v.confirmed.dropped {
+            if f.applicability < min {
+                outcome.unsafe_left += f.resolves.len();
+                continue;
+            }
+            note(format!(
+                "{at}: {} was not confirmed by rendering again: {why}",
+                f.description
+            ));
+        }
+        let list = by_dir.entry(v.dir.as_path()).or_default();
+        for f in &v.confirmed.fixes {
+            if !list.iter().any(|g| g.changes == f.changes) {
+                list.push(f);
+            }
+        }
+    }
+    let mut written: Vec<&SourceFix> = Vec::new();
+    for (dir, fixes) in by_dir {
+        let read = |rel: &str| kubeharden::renderers::read_inside(dir, rel);
+        let mut chosen: Vec<&SourceFix> = Vec::new();
+        for f in fixes {
+            let mut with = chosen.clone();
+            with.push(f);
+            match apply(&with, &read) {
+                Ok(_) => chosen.push(f),
+                Err(e) => note(format!(
+                    "{}: {} was left out: {e}",
+                    dir.display(),
+                    f.description
+                )),
+            }
+        }
+        let files = match apply(&chosen, &read) {
+            Ok(files) => files,
+            Err(e) => {
+                outcome
+                    .errors
+                    .push(anyhow::anyhow!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for (rel, text) in &files {
+            let shown = super::render::display(dir, rel);
+            let old = read(rel);
+            if args.write {
+                let path = dir.join(rel);
+                let done = match old {
+                    Some(_) => write_whole(&path, text.as_bytes()),
+                    None => write_new(dir, &path, text.as_bytes()),
+                };
+                if let Err(e) = done {
+                    outcome
+                        .errors
+                        .push(e.context(format!("cannot write {shown}")));
+                }
+            } else {
+                let diff = kubeharden_core::commands::unified_diff(
+                    &shown,
+                    old.as_deref().unwrap_or(""),
+                    text,
+                );
+                outcome.out.extend_from_slice(diff.as_bytes());
+            }
+        }
+        written.extend(chosen);
+    }
+    // Every variant's findings that a written fix resolves are fixed, in each variant.
+    let resolved: std::collections::HashSet<_> = variants
+        .iter()
+        .flat_map(|v| &v.confirmed.fixes)
+        .filter(|f| written.iter().any(|w| w.changes == f.changes))
+        .flat_map(|f| f.resolves.iter().cloned())
+        .collect();
+    outcome.fixed = resolved.len();
+    // What stays: the renders' findings that no written fix resolves.
+    let mut report = linter.lint_files(&renders.files);
+    super::render::place(&mut report, plan, renders, linter, &[]);
+    report.findings.retain(|f| {
+        kubeharden_core::provenance::fix::RenderedFinding::of(f)
+            .is_none_or(|k| !resolved.contains(&k))
+    });
+    outcome.failed = report.failed(linter.settings.fail_on);
+    outcome
+}
+
+/// Create a file a fix adds (a new overlay patch) inside `dir`, never through a link out.
+fn write_new(dir: &std::path::Path, path: &std::path::Path, content: &[u8]) -> Result<()> {
+    use anyhow::Context;
+    let parent = path.parent().context("the path names no file")?;
+    std::fs::create_dir_all(parent).context("cannot create its directory")?;
+    let top = dir.canonicalize().context("cannot resolve the directory")?;
+    if !parent
+        .canonicalize()
+        .context("cannot resolve its directory")?
+        .starts_with(&top)
+    {
+        anyhow::bail!("its directory lies outside {}", dir.display());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .context("cannot create it")?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// The bytes a file was read from.

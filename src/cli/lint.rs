@@ -93,7 +93,15 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
         images: std::sync::Arc::new(images),
     });
     let mut report = linter.lint_files(&files);
-    super::render::place(&mut report, &plan, &renders, &linter);
+    // Which rendered findings a confirmed fix in the repository's files resolves.
+    let fixes = super::render::source_fixes(
+        &plan,
+        &renders,
+        &args.render,
+        &linter,
+        kubeharden_core::rules::Applicability::Unsafe,
+    );
+    super::render::place(&mut report, &plan, &renders, &linter, &fixes);
     let output = match args.format {
         Format::Text => {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use kubeharden::renderers::confirm::{self, Confirmed};
 use kubeharden::renderers::{self, Options, Tools};
 use kubeharden_core::config::ByteSize;
 use kubeharden_core::lint::{Finding, Linter, RENDER_FAILED, RENDER_SKIPPED, Report};
 use kubeharden_core::provenance;
+use kubeharden_core::provenance::fix::RenderedFinding;
 use kubeharden_core::roots::{self, Repo, Root};
+use kubeharden_core::rules::Applicability;
 use kubeharden_core::source::{SourceFile, TextRange};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,19 +60,12 @@ pub struct Plan {
 }
 
 /// How a repository-relative path of a tree is shown: as the directory walk shows it.
-fn display(dir: &Path, rel: &str) -> String {
+pub fn display(dir: &Path, rel: &str) -> String {
     let p = dir.join(rel);
     p.strip_prefix("./").unwrap_or(&p).display().to_string()
 }
 
-/// A repository file's text, refused when it resolves outside the tree (a symbolic link out).
-fn read_inside(top: &Path, rel: &str) -> Option<String> {
-    let real = top.join(rel).canonicalize().ok()?;
-    let top = top.canonicalize().ok()?;
-    real.starts_with(top)
-        .then(|| std::fs::read_to_string(real).ok())
-        .flatten()
-}
+use kubeharden::renderers::read_inside;
 
 pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
     let mut plan = Plan {
@@ -133,11 +129,10 @@ pub struct Renders {
     diagnostics: Vec<(PathBuf, String, TextRange, String, &'static str)>,
 }
 
-pub fn render(
-    plan: &Plan,
+fn tools_options(
     args: &RenderArgs,
     kube_version: kubeharden_core::k8s::KubeVersion,
-) -> Renders {
+) -> (Tools, Options) {
     let tools = Tools::find(args.helm.as_deref(), args.kustomize.as_deref());
     let options = Options {
         timeout: Duration::from_secs_f64(args.render_timeout.max(0.001)),
@@ -147,6 +142,15 @@ pub fn render(
         kube_version,
         ..Options::default()
     };
+    (tools, options)
+}
+
+pub fn render(
+    plan: &Plan,
+    args: &RenderArgs,
+    kube_version: kubeharden_core::k8s::KubeVersion,
+) -> Renders {
+    let (tools, options) = tools_options(args, kube_version);
     let mut renders = Renders {
         files: Vec::new(),
         sentinels: Default::default(),
@@ -197,9 +201,74 @@ pub fn render(
     renders
 }
 
+/// The confirmed source fixes of one rendered variant.
+pub struct VariantFixes {
+    /// The directory argument the root was found in.
+    pub dir: PathBuf,
+    pub root: String,
+    pub variant: String,
+    pub confirmed: Confirmed,
+}
+
+impl VariantFixes {
+    /// How a repository-relative path of this variant's tree is shown.
+    pub fn display(&self, rel: &str) -> String {
+        display(&self.dir, rel)
+    }
+}
+
+/// Propose source fixes for every rendered variant and confirm each by rendering again
+/// (on every core); fixes below `min` are not proposed.
+pub fn source_fixes(
+    plan: &Plan,
+    renders: &Renders,
+    args: &RenderArgs,
+    linter: &Linter,
+    min: Applicability,
+) -> Vec<VariantFixes> {
+    let (tools, options) = tools_options(args, linter.settings.kube_version);
+    let by_path: std::collections::HashMap<&str, &SourceFile> =
+        renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut jobs = Vec::new();
+    for tree in &plan.trees {
+        for root in &tree.roots {
+            for (i, variant) in root.variants.iter().enumerate() {
+                let name = provenance::rendered_path(root, variant);
+                if let Some(file) = by_path.get(name.as_str()) {
+                    let output = renderers::Output {
+                        text: file.text.clone(),
+                        sentinel: renders.sentinels.get(name.as_str()).cloned(),
+                    };
+                    jobs.push((tree, root, i, output));
+                }
+            }
+        }
+    }
+    kubeharden_core::lint::parallel_map(&jobs, |(tree, root, i, output)| VariantFixes {
+        dir: tree.dir.clone(),
+        root: root.name().to_string(),
+        variant: root.variants[*i].name.clone(),
+        confirmed: confirm::source_fixes(
+            &tree.dir, root, *i, output, linter, min, &tools, &options,
+        ),
+    })
+}
+
 /// Move the findings on rendered output to the repository files they come from, and add the
-/// findings about roots that did not render.
-pub fn place(report: &mut Report, plan: &Plan, renders: &Renders, linter: &Linter) {
+/// findings about roots that did not render; a finding that a confirmed source fix resolves
+/// is fixable, at that fix's applicability.
+pub fn place(
+    report: &mut Report,
+    plan: &Plan,
+    renders: &Renders,
+    linter: &Linter,
+    fixes: &[VariantFixes],
+) {
+    let resolved: std::collections::HashMap<RenderedFinding, Applicability> = fixes
+        .iter()
+        .flat_map(|v| &v.confirmed.fixes)
+        .flat_map(|f| f.resolves.iter().map(|r| (r.clone(), f.applicability)))
+        .collect();
     let by_path: std::collections::HashMap<&str, &SourceFile> =
         renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
     for tree in &plan.trees {
@@ -221,6 +290,10 @@ pub fn place(report: &mut Report, plan: &Plan, renders: &Renders, linter: &Linte
                 let sentinel = renders.sentinels.get(name.as_str());
                 provenance::place(chunk, root, variant, file, sentinel, &read);
                 for f in chunk.iter_mut() {
+                    if let Some(a) = RenderedFinding::of(f).and_then(|k| resolved.get(&k)) {
+                        f.fixable = true;
+                        f.applicability = Some(*a);
+                    }
                     f.path = display(&tree.dir, &f.path);
                 }
             }

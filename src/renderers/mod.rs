@@ -4,10 +4,12 @@
 //! cap. Roots that would need the network are never run (`Root::blocked`, found by reading
 //! the kustomization or `Chart.yaml` first).
 
+pub mod confirm;
 mod helm;
 mod kustomize;
 mod sandbox;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,10 +125,33 @@ pub fn render(
     tools: &Tools,
     options: &Options,
 ) -> Result<Output, String> {
+    render_with(repo, root, variant, tools, options, &BTreeMap::new(), true)
+}
+
+/// [`render`] with some repository files replaced (or added) in the scratch copy: how a
+/// proposed source fix is rendered again without touching the repository. `sentinel` asks
+/// for the sentinel render as well.
+pub fn render_with(
+    repo: &Path,
+    root: &Root,
+    variant: usize,
+    tools: &Tools,
+    options: &Options,
+    files: &BTreeMap<String, String>,
+    sentinel: bool,
+) -> Result<Output, String> {
     let v = &root.variants[variant];
     let scratch = sandbox::Scratch::new()?;
     let values = v.values_files.iter();
-    scratch.copy_in(repo, root.loads.iter().chain(values), options.max_copy)?;
+    let replaced = |p: &&String| !files.contains_key(*p);
+    scratch.copy_in(
+        repo,
+        root.loads.iter().chain(values).filter(replaced),
+        options.max_copy,
+    )?;
+    for (rel, text) in files {
+        scratch.write(rel, text)?;
+    }
     match root.kind {
         RootKind::Helm => {
             let helm = tools.helm.as_deref().ok_or(
@@ -134,7 +159,9 @@ pub fn render(
             )?;
             let text = helm::render(helm, root, v, &scratch, options)?;
             Ok(Output {
-                sentinel: sentinel_render(helm, root, v, &scratch, options),
+                sentinel: sentinel
+                    .then(|| sentinel_render(helm, root, v, &scratch, options))
+                    .flatten(),
                 text,
             })
         }
@@ -175,4 +202,13 @@ fn sentinel_render(
         values,
         markers,
     })
+}
+
+/// A repository file's text, refused when it resolves outside `top` (a symbolic link out).
+pub fn read_inside(top: &Path, rel: &str) -> Option<String> {
+    let real = top.join(rel).canonicalize().ok()?;
+    let top = top.canonicalize().ok()?;
+    real.starts_with(top)
+        .then(|| std::fs::read_to_string(real).ok())
+        .flatten()
 }

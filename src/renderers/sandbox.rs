@@ -85,6 +85,26 @@ impl Scratch {
         Ok(())
     }
 
+    /// Write `text` as the repository file `rel` of the scratch copy (a fix being confirmed);
+    /// a path that could leave the copy is refused.
+    pub fn write(&self, rel: &str, text: &str) -> Result<(), String> {
+        let inside = Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || rel.is_empty() {
+            return Err(format!("{rel} is no path inside the repository"));
+        }
+        let target = self.repo().join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot write {rel} into the scratch directory: {e}"))?;
+        }
+        // A link copied in would be written through: replace it with a plain file.
+        let _ = std::fs::remove_file(&target);
+        std::fs::write(&target, text)
+            .map_err(|e| format!("cannot write {rel} into the scratch directory: {e}"))
+    }
+
     /// A command that sees only the scratch directory's environment: no variable of ours (no
     /// credentials, no proxies, no kubeconfig), Helm's cache, configuration, data and plugin
     /// directories empty in the scratch directory, and a proxy that refuses every connection,

@@ -2,17 +2,19 @@
 //! sorted set of edits with an [`Applicability`]. Every byte outside an edit stays as it was.
 
 mod image;
-mod need;
+pub(crate) mod need;
 mod overlay;
 mod plan;
 mod policy;
 mod spell;
 pub mod suggest;
-mod write;
+pub(crate) mod write;
 
 use std::collections::BTreeSet;
 
+pub(crate) use plan::needs;
 pub use plan::{Plan, plan};
+pub(crate) use policy::KEY_ORDER;
 pub use policy::{Refusal, Why};
 
 use crate::constraints;

@@ -9,7 +9,7 @@ use super::write::Action;
 
 /// One rule's wish for one place, before needs are merged per node.
 #[derive(Debug, Clone)]
-pub(super) struct Need {
+pub(crate) struct Need {
     pub doc: usize,
     /// The node the path starts from (a container, the pod spec, a volume mount).
     pub base: NodeId,

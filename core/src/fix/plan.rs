@@ -35,42 +35,9 @@ pub fn plan(
 ) -> Plan {
     let file = parsed.file();
     let stream = parsed.stream();
-    parsed.reset_budgets();
     let docs = &stream.documents;
     let style = detect_style(file, docs);
-    let mut needs: Vec<Need> = Vec::new();
-    for (index, f) in findings
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.path == file.path)
-    {
-        let (Some(hit), Some(applicability)) = (&f.hit, f.applicability) else {
-            continue;
-        };
-        if applicability < min || f.document >= docs.len() {
-            continue;
-        }
-        // Node ids of another parse would name the wrong nodes.
-        if hit.stamp != parsed.stamp() {
-            debug_assert!(false, "a finding of another parse reached the planner");
-            continue;
-        }
-        if let Some(need) = need_for(f.document, &hit.target, applicability, &f.rule, index) {
-            needs.push(need);
-        }
-    }
-    let cross = super::image::adjust(docs, &mut needs);
-    // What the image added beside a fix is trusted no more than it says.
-    needs.retain(|n| n.applicability >= min);
-    hoist(docs, &mut needs);
-    super::image::regroup(&mut needs, &cross);
-    for n in &mut needs {
-        rebase(&docs[n.doc], n);
-    }
-    dedup(&mut needs);
-    let mut refusals = drop_conflicts(&mut needs);
-    refusals.extend(enforce(docs, &mut needs, rebase, kinds));
-    dedup(&mut needs);
+    let (needs, refusals) = needs(parsed, findings, min, kinds);
 
     let mut fixes = Vec::new();
     // One fix per base node: a container's needs become one coherent edit set.
@@ -114,6 +81,56 @@ pub fn plan(
         fixes.push(fix);
     }
     Plan { fixes, refusals }
+}
+
+/// What the findings of one file ask for, as the planner writes it: every rule's need after
+/// the image's additions, hoisting to the pod, rebasing onto the node it changes, and the
+/// Kubernetes policy (needs it refuses are returned as refusals). The render planners read
+/// these to write the same values in a chart's values file or template.
+pub(crate) fn needs(
+    parsed: &Parsed,
+    findings: &[Finding],
+    min: Applicability,
+    kinds: &WorkloadKinds,
+) -> (Vec<Need>, Vec<Refusal>) {
+    let file = parsed.file();
+    let stream = parsed.stream();
+    parsed.reset_budgets();
+    let docs = &stream.documents;
+    let mut needs: Vec<Need> = Vec::new();
+    for (index, f) in findings
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.path == file.path)
+    {
+        let (Some(hit), Some(applicability)) = (&f.hit, f.applicability) else {
+            continue;
+        };
+        if applicability < min || f.document >= docs.len() {
+            continue;
+        }
+        // Node ids of another parse would name the wrong nodes.
+        if hit.stamp != parsed.stamp() {
+            debug_assert!(false, "a finding of another parse reached the planner");
+            continue;
+        }
+        if let Some(need) = need_for(f.document, &hit.target, applicability, &f.rule, index) {
+            needs.push(need);
+        }
+    }
+    let cross = super::image::adjust(docs, &mut needs);
+    // What the image added beside a fix is trusted no more than it says.
+    needs.retain(|n| n.applicability >= min);
+    hoist(docs, &mut needs);
+    super::image::regroup(&mut needs, &cross);
+    for n in &mut needs {
+        rebase(&docs[n.doc], n);
+    }
+    dedup(&mut needs);
+    let mut refusals = drop_conflicts(&mut needs);
+    refusals.extend(enforce(docs, &mut needs, rebase, kinds));
+    dedup(&mut needs);
+    (needs, refusals)
 }
 
 fn need_for(

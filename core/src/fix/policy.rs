@@ -21,7 +21,7 @@ pub(super) const HOISTABLE: &[&[&str]] = &[
 ];
 
 /// Order of keys in a `securityContext` we create, as people usually write them.
-pub(super) const KEY_ORDER: &[&str] = &[
+pub(crate) const KEY_ORDER: &[&str] = &[
     "runAsNonRoot",
     "runAsUser",
     "runAsGroup",

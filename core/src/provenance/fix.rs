@@ -7,11 +7,17 @@
 //! saying what the chart or overlay would need. Proposals are byte edits on the files as read,
 //! so every byte outside an edit stays, as in plain files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::fix::Edit;
 use crate::lint::Finding;
+use crate::parsed::Parsed;
+use crate::roots::{Root, Variant};
 use crate::rules::Applicability;
+use crate::workloads::WorkloadKinds;
+use crate::yaml::{self, Limits};
+
+use super::Sentinel;
 
 /// The finding of a render that a source fix resolves, by what survives a second render: the
 /// rule, the root and variant, the rendered object and field, and the container.
@@ -46,6 +52,230 @@ impl RenderedFinding {
             field: site.field.clone(),
             container: f.container.clone(),
         })
+    }
+
+    /// The key of a finding on the rendered output itself, before it is placed: the same
+    /// key [`RenderedFinding::of`] gives once [`super::place`] has moved it.
+    pub fn on_render(f: &Finding, root: &Root, variant: &Variant, rendered: &Parsed) -> Self {
+        let field = rendered
+            .stream()
+            .documents
+            .get(f.document)
+            .and_then(|d| super::node_at(d, f.range).map(|n| d.path_of(n)));
+        Self {
+            rule: f.rule.clone(),
+            root: root.name().to_string(),
+            variant: variant.name.clone(),
+            object: f.object.as_ref().map(|o| {
+                format!(
+                    "{}/{}/{}",
+                    o.kind,
+                    o.namespace.as_deref().unwrap_or(""),
+                    o.name.as_deref().unwrap_or("")
+                )
+            }),
+            field,
+            container: f.container.clone(),
+        }
+    }
+
+    /// Whether `other` is this finding again, in another render: the field may move (a
+    /// `securityContext` that now exists holds it), so rule, root, variant, object and
+    /// container decide. Stricter than the field would be, never looser.
+    pub fn again(&self, other: &RenderedFinding) -> bool {
+        self.rule == other.rule
+            && self.root == other.root
+            && self.variant == other.variant
+            && self.object == other.object
+            && self.container == other.container
+    }
+}
+
+/// What a planner is given: one variant of one root, its first render parsed and linted.
+pub struct PlanInput<'a> {
+    pub root: &'a Root,
+    pub variant: &'a Variant,
+    /// The first render, under [`super::rendered_path`].
+    pub rendered: &'a Parsed,
+    /// The findings of the first render as the linter reported them (not yet placed: they
+    /// still carry what the ordinary fixer needs).
+    pub findings: &'a [Finding],
+    /// For a chart: what the sentinel render taught.
+    pub sentinel: Option<&'a Sentinel>,
+    /// A repository file's text, by repository-relative path.
+    pub read: &'a dyn Fn(&str) -> Option<String>,
+    /// The lowest applicability asked for, as for plain files.
+    pub min: Applicability,
+    pub kinds: &'a WorkloadKinds,
+}
+
+/// What a planner proposes for one root variant: fixes to confirm, and the findings it has
+/// none for.
+#[derive(Debug, Clone, Default)]
+pub struct Proposals {
+    pub fixes: Vec<SourceFix>,
+    pub none: Vec<NoSourceFix>,
+}
+
+/// The fields a fix may change: every leaf path (per rendered object) that the ordinary
+/// plain-file fixer changes when it runs on the first render. A source fix whose second
+/// render differs anywhere else changed more than hardening fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hardening {
+    paths: BTreeSet<(String, String)>,
+}
+
+impl Hardening {
+    /// Learn the fields from the first render and the plain fixer's result on it.
+    pub fn learn(first: &str, fixed: &str) -> Result<Hardening, Unconfirmed> {
+        Ok(Hardening {
+            paths: differences(first, fixed)?.into_iter().collect(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    fn allows(&self, object: &str, path: &str) -> bool {
+        self.paths
+            .iter()
+            .any(|(o, h)| o == object && within(path, h))
+    }
+}
+
+/// Why a proposal was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unconfirmed {
+    #[error("the chart or overlay no longer renders after the fix: {0}")]
+    RenderFailed(String),
+    #[error("a render is not YAML: {0}")]
+    NotYaml(String),
+    #[error("[{}] is still reported on {} after the fix", .0.rule, .0.object.as_deref().unwrap_or("the render"))]
+    Persists(Box<RenderedFinding>),
+    #[error("the fix changes {path} of {object}, which is no hardening field")]
+    Changed { object: String, path: String },
+}
+
+/// Confirm a proposal (or several applied together) by the second render: it succeeded,
+/// none of the findings `resolves` names is reported again (`after`: the findings of the
+/// second render), and every field that differs between the renders is a hardening field.
+pub fn confirm(
+    resolves: &[RenderedFinding],
+    hardening: &Hardening,
+    first: &str,
+    second: Result<&str, &str>,
+    after: &[RenderedFinding],
+) -> Result<(), Unconfirmed> {
+    let second = second.map_err(|e| Unconfirmed::RenderFailed(e.to_string()))?;
+    if let Some(f) = resolves.iter().find(|r| after.iter().any(|a| r.again(a))) {
+        return Err(Unconfirmed::Persists(Box::new(f.clone())));
+    }
+    for (object, path) in differences(first, second)? {
+        if !hardening.allows(&object, &path) {
+            return Err(Unconfirmed::Changed { object, path });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is `prefix` or lies inside it, at a segment boundary.
+fn within(path: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// The leaf paths at which two renders differ, per object (`kind/namespace/name`; an object
+/// only one render has differs at its root, `""`).
+fn differences(a: &str, b: &str) -> Result<Vec<(String, String)>, Unconfirmed> {
+    let (a, b) = (objects(a)?, objects(b)?);
+    let mut out = Vec::new();
+    for (key, x) in &a {
+        match b.get(key) {
+            Some(y) => diff(x, y, String::new(), &mut |p| out.push((key.clone(), p))),
+            None => out.push((key.clone(), String::new())),
+        }
+    }
+    out.extend(
+        b.keys()
+            .filter(|k| !a.contains_key(*k))
+            .map(|k| (k.clone(), String::new())),
+    );
+    Ok(out)
+}
+
+/// A render's objects by `kind/namespace/name` (the n-th document without a kind by `#n`).
+fn objects(text: &str) -> Result<BTreeMap<String, serde_json::Value>, Unconfirmed> {
+    let stream = yaml::parse(
+        text,
+        &Limits {
+            max_bytes: text.len().max(Limits::default().max_bytes),
+            ..Limits::default()
+        },
+    );
+    if let Some(e) = stream.errors.first() {
+        return Err(Unconfirmed::NotYaml(e.message.clone()));
+    }
+    let mut out = BTreeMap::new();
+    for (i, doc) in stream.documents.iter().enumerate() {
+        let Some(root) = doc.root() else { continue };
+        let value: serde_json::Value =
+            yaml::de::from_node(doc, root).map_err(|e| Unconfirmed::NotYaml(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let text = |p: &str| value.pointer(p).and_then(|v| v.as_str()).unwrap_or("");
+        let key = match text("/kind") {
+            "" => format!("#{i}"),
+            kind => format!(
+                "{kind}/{}/{}",
+                text("/metadata/namespace"),
+                text("/metadata/name")
+            ),
+        };
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// Report every leaf path where `a` and `b` differ; a side that lacks a mapping or list the
+/// other has counts as empty there, so an added block reports each leaf it adds.
+fn diff(a: &serde_json::Value, b: &serde_json::Value, path: String, out: &mut dyn FnMut(String)) {
+    use serde_json::Value;
+    let key = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    let empty_map = serde_json::Map::new();
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                diff(v, y.get(k).unwrap_or(&Value::Null), key(k), out);
+            }
+            for (k, v) in y.iter().filter(|(k, _)| !x.contains_key(*k)) {
+                diff(&Value::Null, v, key(k), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                let (v, w) = (
+                    x.get(i).unwrap_or(&Value::Null),
+                    y.get(i).unwrap_or(&Value::Null),
+                );
+                diff(v, w, format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::Null, Value::Object(_)) => diff(&Value::Object(empty_map), b, path, out),
+        (Value::Object(_), Value::Null) => diff(a, &Value::Object(empty_map), path, out),
+        (Value::Null, Value::Array(_)) => diff(&Value::Array(Vec::new()), b, path, out),
+        (Value::Array(_), Value::Null) => diff(a, &Value::Array(Vec::new()), path, out),
+        _ if a == b => {}
+        _ => out(path),
     }
 }
 
@@ -168,6 +398,105 @@ mod tests {
         let out = apply(&[&one, &two, &new], &read).unwrap();
         assert_eq!(out["values.yaml"], "a: 9 # keep\nb: 2\nc: 3\n");
         assert_eq!(out["patch.yaml"], "x: 1\n");
+    }
+
+    const FIRST: &str = "# Source: c/templates/d.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: r-c\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n        - name: app\n          image: nginx:1.27\n          securityContext:\n            {}\n---\n# Source: c/templates/s.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: r-c\nspec:\n  ports: [{port: 80}]\n";
+
+    fn finding(rule: &str) -> RenderedFinding {
+        RenderedFinding {
+            rule: rule.into(),
+            root: "c".into(),
+            variant: "values.yaml".into(),
+            object: Some("Deployment//r-c".into()),
+            field: Some("spec.template.spec.containers[0].securityContext".into()),
+            container: Some("app".into()),
+        }
+    }
+
+    /// The plain fixer's result on FIRST: two keys in the container's securityContext.
+    fn hardening() -> Hardening {
+        let fixed = FIRST.replace(
+            "            {}\n",
+            "            allowPrivilegeEscalation: false\n            capabilities: {drop: [ALL]}\n",
+        );
+        Hardening::learn(FIRST, &fixed).unwrap()
+    }
+
+    #[test]
+    fn a_second_render_that_changes_only_hardening_fields_confirms() {
+        let h = hardening();
+        let second = FIRST.replace(
+            "            {}\n",
+            "            allowPrivilegeEscalation: false\n",
+        );
+        let resolves = [finding("privilege-escalation-allowed")];
+        assert_eq!(confirm(&resolves, &h, FIRST, Ok(&second), &[]), Ok(()));
+        // Other findings that remain do not matter; the resolved one must be gone.
+        let mut again = finding("privilege-escalation-allowed");
+        again.field = Some("spec.template.spec.containers[0]".into());
+        assert_eq!(
+            confirm(&resolves, &h, FIRST, Ok(&second), &[again.clone()]),
+            Err(Unconfirmed::Persists(Box::new(resolves[0].clone())))
+        );
+        assert_eq!(
+            confirm(
+                &resolves,
+                &h,
+                FIRST,
+                Ok(&second),
+                &[finding("capabilities-not-dropped")]
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn any_other_change_of_the_render_is_refused() {
+        let h = hardening();
+        let resolves = [finding("privilege-escalation-allowed")];
+        // A values key that also feeds the replica count, or a key beside the hardening ones.
+        let replicas = FIRST
+            .replace(
+                "            {}\n",
+                "            allowPrivilegeEscalation: false\n",
+            )
+            .replace("replicas: 1", "replicas: 2");
+        assert_eq!(
+            confirm(&resolves, &h, FIRST, Ok(&replicas), &[]),
+            Err(Unconfirmed::Changed {
+                object: "Deployment//r-c".into(),
+                path: "spec.replicas".into()
+            })
+        );
+        let beside = FIRST.replace(
+            "            {}\n",
+            "            allowPrivilegeEscalation: false\n            runAsUser: 0\n",
+        );
+        assert!(matches!(
+            confirm(&resolves, &h, FIRST, Ok(&beside), &[]),
+            Err(Unconfirmed::Changed { path, .. })
+                if path == "spec.template.spec.containers[0].securityContext.runAsUser"
+        ));
+        // An object that appears or goes, a render that fails or is no YAML.
+        let gone = FIRST.split("---").next().unwrap().replace(
+            "            {}\n",
+            "            allowPrivilegeEscalation: false\n",
+        );
+        assert_eq!(
+            confirm(&resolves, &h, FIRST, Ok(&gone), &[]),
+            Err(Unconfirmed::Changed {
+                object: "Service//r-c".into(),
+                path: String::new()
+            })
+        );
+        assert!(matches!(
+            confirm(&resolves, &h, FIRST, Err("parse error in values.yaml"), &[]),
+            Err(Unconfirmed::RenderFailed(_))
+        ));
+        assert!(matches!(
+            confirm(&resolves, &h, FIRST, Ok("a: [\n"), &[]),
+            Err(Unconfirmed::NotYaml(_))
+        ));
     }
 
     #[test]

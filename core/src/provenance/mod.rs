@@ -11,6 +11,8 @@
 //! chart's or kustomization's own file.
 
 pub mod fix;
+pub mod helm_fix;
+pub mod kustomize_fix;
 pub mod sentinel;
 
 use crate::lint::{Finding, RenderSite};
@@ -139,7 +141,7 @@ pub fn place(
 /// The template that produced the document at `offset`: the last `# Source:` before it,
 /// `<chart>/templates/x.yaml` (or `<chart>/charts/<sub>/templates/x.yaml`) in the chart's
 /// directory.
-fn helm_source(root: &Root, text: &str, offset: usize) -> Option<String> {
+pub(crate) fn helm_source(root: &Root, text: &str, offset: usize) -> Option<String> {
     let before = &text[..offset.min(text.len())];
     let at = before.rfind("# Source: ")?;
     let line = text[at + "# Source: ".len()..].lines().next()?.trim();
@@ -153,7 +155,7 @@ fn helm_source(root: &Root, text: &str, offset: usize) -> Option<String> {
 /// the document's `# Source:`) is the n-th matching template line. Lines that are actions only
 /// match nothing. `None` when there is no such line (the text came from a values key or a
 /// helper), so the finding stays at the template's start.
-fn template_line(template: &str, rendered: &str, offset: usize) -> Option<TextRange> {
+pub(crate) fn template_line(template: &str, rendered: &str, offset: usize) -> Option<TextRange> {
     let offset = offset.min(rendered.len());
     let line_start = rendered[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = rendered[offset..]
@@ -241,7 +243,7 @@ fn kustomize_origin(root: &Root, doc: &Document) -> Option<String> {
 /// The node a finding's range stands for: the smallest that starts where it starts (a range
 /// from a key over its value starts at the key, which names the field; a one-entry mapping has
 /// that same range), else the smallest that covers it.
-fn node_at(doc: &Document, range: TextRange) -> Option<NodeId> {
+pub(crate) fn node_at(doc: &Document, range: TextRange) -> Option<NodeId> {
     let smallest = |keep: &dyn Fn(TextRange) -> bool| {
         doc.nodes()
             .filter(|(_, n)| keep(n.range))
