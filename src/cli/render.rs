@@ -309,4 +309,5 @@ pub fn place(
     report.findings.sort_by(|a, b| {
         (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))
     });
+    provenance::merge_renders(&mut report.findings);
 }

@@ -67,7 +67,21 @@ pub fn source_fixes(
     };
     let Proposals { fixes, none } = match root.kind {
         RootKind::Helm => helm_fix::plan(&input),
-        RootKind::Kustomize => kustomize_fix::plan(&input),
+        RootKind::Kustomize => {
+            // The Kustomize planner reads findings as placed, at their origin or patch.
+            let mut placed = findings.clone();
+            provenance::place(&mut placed, root, v, parsed.file(), None, &read);
+            let render = kustomize_fix::Render {
+                root,
+                variant: v,
+                output: parsed.file(),
+            };
+            let p = kustomize_fix::plan(linter, &[render], &placed, min, &read);
+            Proposals {
+                fixes: p.fixes,
+                none: p.none,
+            }
+        }
     };
     let mut out = Confirmed {
         none,
