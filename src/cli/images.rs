@@ -121,7 +121,8 @@ pub(crate) fn local_digests(
 }
 
 /// What each image's configuration says, read from its registry for the platform its pod
-/// runs on (the user's own machine asks: no network guard, as for digests). An image that
+/// runs on (the user's own machine asks: no network guard, as for digests), or from the scan
+/// reports of the same run that carry it (`lint --scan-images` with Trivy). An image that
 /// cannot be read is `NotChecked` with the reason, and its fixes stay as they are without it.
 pub(crate) fn inspect_local(
     files: &[SourceFile],
@@ -129,6 +130,7 @@ pub(crate) fn inspect_local(
     kinds: &kubeharden_core::workloads::WorkloadKinds,
     auth_file: Option<&Path>,
     default_platform: &str,
+    scans: &std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
 ) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
     let wanted = kubeharden_core::decision::images_to_inspect(
         files,
@@ -146,6 +148,6 @@ pub(crate) fn inspect_local(
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = std::sync::Arc::new(OciClient::new(auth, std::time::Duration::from_secs(15))?);
-        Ok(kubeharden::oci::inspect_all(&client, wanted).await)
+        Ok(kubeharden::oci::inspect_with_scans(&client, wanted, scans).await)
     })
 }
