@@ -151,3 +151,77 @@ pub(crate) fn inspect_local(
         Ok(kubeharden::oci::inspect_with_scans(&client, wanted, scans).await)
     })
 }
+
+/// The registry client's flags, shared by `serve` and `admission`.
+#[cfg(any(feature = "app", feature = "admission"))]
+#[derive(clap::Args)]
+pub(crate) struct OciArgs {
+    /// Talk to container registries. `serve`: the configurations of the images a pull request
+    /// changes are read (user, volumes, ports) for the fixes, and repositories that ask for it
+    /// (`images.pin-digests: true`) have tags resolved to digests. `admission`: mutations read
+    /// each image's configuration and make the same image decision as `fix --inspect-images`.
+    #[arg(long, env = "REGISTRY_ACCESS")]
+    registry_access: bool,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
+    /// Registries on loopback or private addresses that may be contacted, as `host[:port]`
+    /// (comma-separated); plain http is used for them. Others of that kind are never asked.
+    #[arg(long, env = "REGISTRY_PRIVATE_HOSTS", value_delimiter = ',')]
+    pub registry_private_hosts: Vec<String>,
+    /// Seconds a registry request may take.
+    #[arg(long, env = "REGISTRY_TIMEOUT", default_value_t = 10)]
+    registry_timeout: u64,
+}
+
+#[cfg(any(feature = "app", feature = "admission"))]
+impl OciArgs {
+    pub fn client(&self) -> Result<Option<std::sync::Arc<OciClient>>> {
+        if !self.registry_access {
+            return Ok(None);
+        }
+        let auth = match &self.registry_auth_file {
+            Some(path) => OciClient::auth_from_docker_config(path)?,
+            None => Default::default(),
+        };
+        let mut client = OciClient::new(
+            auth,
+            std::time::Duration::from_secs(self.registry_timeout.max(1)),
+        )?;
+        client.set_insecure_http_hosts(self.registry_private_hosts.clone());
+        client.guard_network(self.registry_private_hosts.clone());
+        Ok(Some(std::sync::Arc::new(client)))
+    }
+}
+
+/// The admission webhook's registry flags: the registry client's, a per-request budget and
+/// the platform of pods that name none.
+#[cfg(feature = "admission")]
+#[derive(clap::Args)]
+pub(crate) struct AdmissionImageArgs {
+    #[command(flatten)]
+    oci: OciArgs,
+    /// Milliseconds one admission request waits for registries; keep it well under the
+    /// webhook's `timeoutSeconds`. An image not read by then is mutated as without registry
+    /// access, and its read goes on to fill the cache for the next request.
+    #[arg(long, env = "REGISTRY_BUDGET_MS", default_value_t = 2000)]
+    registry_budget_ms: u64,
+    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
+    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
+    default_platform: String,
+}
+
+#[cfg(feature = "admission")]
+impl AdmissionImageArgs {
+    pub fn inspector(
+        &self,
+    ) -> Result<Option<std::sync::Arc<kubeharden::admission::images::ImageInspector>>> {
+        Ok(self.oci.client()?.map(|client| {
+            kubeharden::admission::images::ImageInspector::new(
+                client,
+                std::time::Duration::from_millis(self.registry_budget_ms.max(1)),
+                self.default_platform.clone(),
+            )
+        }))
+    }
+}

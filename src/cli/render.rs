@@ -192,4 +192,5 @@ pub fn place(report: &mut Report, plan: &Plan, renders: &Renders, linter: &Linte
     report.findings.sort_by(|a, b| {
         (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))
     });
+    provenance::merge_renders(&mut report.findings);
 }

@@ -338,14 +338,21 @@ fn the_shared_gitops_roots_render_and_match_linting_their_piped_output() {
         };
         let mut by_root: std::collections::BTreeMap<(String, String), Vec<String>> =
             Default::default();
+        // A finding several renders share at one place is reported once, naming them all.
         for f in findings.iter().filter(|f| f.get("root").is_some()) {
-            by_root
-                .entry((
-                    f["root"].as_str().unwrap().to_string(),
-                    f["variant"].as_str().unwrap().to_string(),
-                ))
-                .or_default()
-                .push(key(f));
+            let also = f["also_rendered_in"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for r in std::iter::once(f).chain(&also) {
+                by_root
+                    .entry((
+                        r["root"].as_str().unwrap().to_string(),
+                        r["variant"].as_str().unwrap().to_string(),
+                    ))
+                    .or_default()
+                    .push(key(f));
+            }
         }
         for ((root, variant), mut ours) in by_root {
             let root_dir = dir.join(&root);

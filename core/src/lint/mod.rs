@@ -88,6 +88,9 @@ pub struct RenderSite {
     pub rendered_line: usize,
     /// The field's path in the rendered object, e.g. `spec.template.spec.containers[0]`.
     pub field: Option<String>,
+    /// The other roots and variants whose renders have this same finding at this same place
+    /// (a base that several overlays render), as `(root, variant)`: reported once.
+    pub also: Vec<(String, String)>,
 }
 
 impl Finding {

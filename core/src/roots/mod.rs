@@ -251,6 +251,14 @@ fn found(repo: &Repo, config: &crate::config::Render) -> Vec<Root> {
             }
         }
     }
+    // A kustomization another root loads (a base of overlays) renders through them: on its
+    // own it would report what its overlays change (an image they pin, a field they patch).
+    let loaded: BTreeSet<String> = roots
+        .iter()
+        .filter(|r| r.kind == RootKind::Kustomize)
+        .flat_map(|r| r.loads.iter().filter(|f| **f != r.file).cloned())
+        .collect();
+    roots.retain(|r| r.kind != RootKind::Kustomize || !loaded.contains(&r.file));
     roots.sort_by(|a, b| (&a.dir, a.kind).cmp(&(&b.dir, b.kind)));
     roots
 }
