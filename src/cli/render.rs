@@ -12,6 +12,7 @@ use kubeharden::render_job;
 use kubeharden::renderers::{Options, Tools};
 use kubeharden_core::config::{self, ByteSize};
 use kubeharden_core::lint::{Linter, Report};
+use kubeharden_core::provenance;
 use kubeharden_core::roots::{self, Problem, Repo, Root};
 use kubeharden_core::source::SourceFile;
 
