@@ -69,7 +69,7 @@ pub fn run(args: FixArgs) -> Result<ExitCode> {
     } else {
         Applicability::Safe
     };
-    let plan = super::render::plan(&args.paths, &args.render);
+    let plan = super::render::plan(&args.paths, &args.render, &config.render);
     let (mut files, mut io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
     // What a render reads is fixed through the render, where the user edits it.
     files.retain(|f| !plan.consumed.contains(&f.path));

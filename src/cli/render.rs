@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+use kubeharden::render_job;
 use kubeharden::renderers::confirm::{self, Confirmed};
-use kubeharden::renderers::{self, Options, Tools};
-use kubeharden_core::config::ByteSize;
-use kubeharden_core::lint::{Finding, Linter, RENDER_FAILED, RENDER_SKIPPED, Report};
+use kubeharden::renderers::{self, Options, Tools, read_inside};
+use kubeharden_core::config::{self, ByteSize};
+use kubeharden_core::lint::{Linter, Report};
 use kubeharden_core::provenance;
 use kubeharden_core::provenance::fix::RenderedFinding;
-use kubeharden_core::roots::{self, Repo, Root};
+use kubeharden_core::roots::{self, Problem, Repo, Root};
 use kubeharden_core::rules::Applicability;
-use kubeharden_core::source::{SourceFile, TextRange};
+use kubeharden_core::source::SourceFile;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RenderMode {
@@ -51,12 +52,16 @@ struct Tree {
     /// The argument as given, for display paths.
     dir: PathBuf,
     roots: Vec<Root>,
+    /// What is wrong with the configuration's `render:` section, as it applies here.
+    problems: Vec<Problem>,
 }
 
 /// The roots of the directory arguments, and the display paths of the files they read.
 pub struct Plan {
     trees: Vec<Tree>,
     pub consumed: BTreeSet<String>,
+    /// `render.enable-helm`.
+    kustomize_helm: bool,
 }
 
 /// How a repository-relative path of a tree is shown: as the directory walk shows it.
@@ -65,12 +70,13 @@ pub fn display(dir: &Path, rel: &str) -> String {
     p.strip_prefix("./").unwrap_or(&p).display().to_string()
 }
 
-use kubeharden::renderers::read_inside;
-
-pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
+/// The roots of each directory argument, as the configuration's `render:` adjusts them (its
+/// paths are relative to the directory linted, as they are to a repository's top).
+pub fn plan(paths: &[String], args: &RenderArgs, config: &config::Render) -> Plan {
     let mut plan = Plan {
         trees: Vec::new(),
         consumed: BTreeSet::new(),
+        kustomize_helm: config.enable_helm,
     };
     if args.render == RenderMode::Never {
         return plan;
@@ -83,7 +89,14 @@ pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
         let mut files = Vec::new();
         list(dir, dir, &mut files);
         let read = |rel: &str| read_inside(dir, rel);
-        let found = roots::discover(&Repo::new(files, &read));
+        // Findings about the configuration name it as the tree shows it.
+        let mut config = config.clone();
+        if let (Ok(file), Ok(top)) = (Path::new(&config.file).canonicalize(), dir.canonicalize())
+            && let Ok(rel) = file.strip_prefix(&top)
+        {
+            config.file = rel.to_string_lossy().replace('\\', "/");
+        }
+        let (found, problems) = roots::discover_with(&Repo::new(files, &read), &config);
         for root in &found {
             plan.consumed
                 .extend(root.loads.iter().map(|f| display(dir, f)));
@@ -91,6 +104,7 @@ pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
         plan.trees.push(Tree {
             dir: dir.to_path_buf(),
             roots: found,
+            problems,
         });
     }
     plan
@@ -121,15 +135,15 @@ fn list(top: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// What rendering added to a lint: the rendered outputs, to lint with the other files, and
-/// the findings about roots that did not render.
+/// What rendering added to a lint: each tree's rendered outputs (to lint with the other
+/// files) and what is needed to place their findings.
 pub struct Renders {
     pub files: Vec<SourceFile>,
-    sentinels: std::collections::HashMap<String, provenance::Sentinel>,
-    diagnostics: Vec<(PathBuf, String, TextRange, String, &'static str)>,
+    trees: Vec<render_job::Renders>,
 }
 
 fn tools_options(
+    plan: &Plan,
     args: &RenderArgs,
     kube_version: kubeharden_core::k8s::KubeVersion,
 ) -> (Tools, Options) {
@@ -140,6 +154,7 @@ fn tools_options(
             .render_max_output
             .map_or(Options::default().max_output, |s| s.0),
         kube_version,
+        kustomize_helm: plan.kustomize_helm,
         ..Options::default()
     };
     (tools, options)
@@ -150,55 +165,16 @@ pub fn render(
     args: &RenderArgs,
     kube_version: kubeharden_core::k8s::KubeVersion,
 ) -> Renders {
-    let (tools, options) = tools_options(args, kube_version);
-    let mut renders = Renders {
-        files: Vec::new(),
-        sentinels: Default::default(),
-        diagnostics: Vec::new(),
-    };
-    for tree in &plan.trees {
-        for root in &tree.roots {
-            for b in &root.blocked {
-                renders.diagnostics.push((
-                    tree.dir.clone(),
-                    b.path.clone(),
-                    b.range,
-                    b.message.clone(),
-                    RENDER_SKIPPED,
-                ));
-            }
-            for p in &root.problems {
-                renders.diagnostics.push((
-                    tree.dir.clone(),
-                    p.path.clone(),
-                    p.range,
-                    p.message.clone(),
-                    RENDER_FAILED,
-                ));
-            }
-        }
-        for r in renderers::render_all(&tree.dir, &tree.roots, &tools, &options) {
-            let root = &tree.roots[r.root];
-            let variant = &root.variants[r.variant];
-            match r.output {
-                Ok(output) => {
-                    let path = provenance::rendered_path(root, variant);
-                    if let Some(s) = output.sentinel {
-                        renders.sentinels.insert(path.clone(), s);
-                    }
-                    renders.files.push(SourceFile::new(path, output.text));
-                }
-                Err(why) => renders.diagnostics.push((
-                    tree.dir.clone(),
-                    root.file.clone(),
-                    TextRange::empty(0),
-                    format!("{} ({}) did not render: {why}", root.name(), variant.name),
-                    RENDER_FAILED,
-                )),
-            }
-        }
+    let (tools, options) = tools_options(plan, args, kube_version);
+    let trees: Vec<render_job::Renders> = plan
+        .trees
+        .iter()
+        .map(|tree| render_job::render(&tree.dir, &tree.roots, &tree.problems, &tools, &options))
+        .collect();
+    Renders {
+        files: trees.iter().flat_map(|t| t.files.iter().cloned()).collect(),
+        trees,
     }
-    renders
 }
 
 /// The confirmed source fixes of one rendered variant.
@@ -226,18 +202,21 @@ pub fn source_fixes(
     linter: &Linter,
     min: Applicability,
 ) -> Vec<VariantFixes> {
-    let (tools, options) = tools_options(args, linter.settings.kube_version);
-    let by_path: std::collections::HashMap<&str, &SourceFile> =
-        renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let (tools, options) = tools_options(plan, args, linter.settings.kube_version);
     let mut jobs = Vec::new();
-    for tree in &plan.trees {
+    for (tree, rendered) in plan.trees.iter().zip(&renders.trees) {
+        let by_path: std::collections::HashMap<&str, &SourceFile> = rendered
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f))
+            .collect();
         for root in &tree.roots {
             for (i, variant) in root.variants.iter().enumerate() {
                 let name = provenance::rendered_path(root, variant);
                 if let Some(file) = by_path.get(name.as_str()) {
                     let output = renderers::Output {
                         text: file.text.clone(),
-                        sentinel: renders.sentinels.get(name.as_str()).cloned(),
+                        sentinel: rendered.sentinel(&name).cloned(),
                     };
                     jobs.push((tree, root, i, output));
                 }
@@ -264,46 +243,28 @@ pub fn place(
     linter: &Linter,
     fixes: &[VariantFixes],
 ) {
+    for (tree, rendered) in plan.trees.iter().zip(&renders.trees) {
+        let read = |rel: &str| read_inside(&tree.dir, rel);
+        let show = |rel: &str| display(&tree.dir, rel);
+        let failed = render_job::place(
+            &mut report.findings,
+            &tree.roots,
+            rendered,
+            linter,
+            &read,
+            &show,
+        );
+        report.findings.extend(failed);
+    }
     let resolved: std::collections::HashMap<RenderedFinding, Applicability> = fixes
         .iter()
         .flat_map(|v| &v.confirmed.fixes)
         .flat_map(|f| f.resolves.iter().map(|r| (r.clone(), f.applicability)))
         .collect();
-    let by_path: std::collections::HashMap<&str, &SourceFile> =
-        renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    for tree in &plan.trees {
-        let read = |rel: &str| read_inside(&tree.dir, rel);
-        for root in &tree.roots {
-            for variant in &root.variants {
-                let name = provenance::rendered_path(root, variant);
-                let Some(file) = by_path.get(name.as_str()) else {
-                    continue;
-                };
-                let start = report.findings.iter().position(|f| f.path == name);
-                let Some(start) = start else { continue };
-                let end = start
-                    + report.findings[start..]
-                        .iter()
-                        .take_while(|f| f.path == name)
-                        .count();
-                let chunk: &mut [Finding] = &mut report.findings[start..end];
-                let sentinel = renders.sentinels.get(name.as_str());
-                provenance::place(chunk, root, variant, file, sentinel, &read);
-                for f in chunk.iter_mut() {
-                    if let Some(a) = RenderedFinding::of(f).and_then(|k| resolved.get(&k)) {
-                        f.fixable = true;
-                        f.applicability = Some(*a);
-                    }
-                    f.path = display(&tree.dir, &f.path);
-                }
-            }
-        }
-    }
-    for (dir, path, range, message, rule) in &renders.diagnostics {
-        let text = read_inside(dir, path).unwrap_or_default();
-        let file = SourceFile::new(display(dir, path), text);
-        if let Some(f) = linter.diagnostic(&file, rule, *range, message.clone()) {
-            report.findings.push(f);
+    for f in &mut report.findings {
+        if let Some(a) = RenderedFinding::of(f).and_then(|k| resolved.get(&k)) {
+            f.fixable = true;
+            f.applicability = Some(*a);
         }
     }
     report.findings.sort_by(|a, b| {
