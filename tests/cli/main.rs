@@ -3,6 +3,7 @@
 mod kustomize_fix;
 mod readme;
 mod render;
+mod render_fix;
 mod workloads;
 
 use std::io::Write;
