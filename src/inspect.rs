@@ -1,6 +1,7 @@
 //! The app's image inspection (`--registry-access`): the configurations of the images a pull
 //! request changes, read through the guarded registry client, each for the platform its pod
-//! runs on. Images the server may not contact are "not checked", with the reason.
+//! runs on; a Trivy report of the same review that carries the configuration is used instead
+//! of fetching it again. Images the server may not contact are "not checked", with the reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub(crate) async fn configs(
     settings: &kubeharden_core::lint::Settings,
     changed: &[String],
     refused: &BTreeMap<String, ScanOutcome>,
+    scans: &BTreeMap<String, ScanOutcome>,
 ) -> BTreeMap<(String, String), Inspection> {
     let kinds = cx.registry.workloads_with(&settings.workloads);
     let all = kubeharden_core::decision::images_to_inspect(
@@ -35,6 +37,6 @@ pub(crate) async fn configs(
             out.insert((image, platform), Inspection::NotChecked(why));
         }
     }
-    out.extend(crate::oci::inspect_all(client, wanted).await);
+    out.extend(crate::oci::inspect_with_scans(client, wanted, scans).await);
     out
 }

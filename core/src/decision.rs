@@ -396,23 +396,33 @@ pub fn images_to_inspect(
     for file in files {
         let stream = crate::yaml::parse(&file.text, limits);
         for doc in &stream.documents {
-            let crate::k8s::Contents::Objects(objects) = crate::k8s::objects(doc) else {
-                continue;
-            };
-            for object in &objects {
-                for w in &kinds.locate(doc, object).workloads {
-                    let platform = platform_of(doc, w.pod_spec, default_platform);
-                    for c in &w.containers {
-                        if let Some(image) = doc.get(c.node, "image").and_then(|n| doc.str_value(n))
-                        {
-                            out.push((image.to_string(), platform.clone()));
-                        }
-                    }
-                }
-            }
+            out.extend(images_in(doc, kinds, default_platform));
         }
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// The container images of one document with the platform each pod runs them on.
+pub fn images_in(
+    doc: &Document,
+    kinds: &crate::workloads::WorkloadKinds,
+    default_platform: &str,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let crate::k8s::Contents::Objects(objects) = crate::k8s::objects(doc) else {
+        return out;
+    };
+    for object in &objects {
+        for w in &kinds.locate(doc, object).workloads {
+            let platform = platform_of(doc, w.pod_spec, default_platform);
+            for c in &w.containers {
+                if let Some(image) = doc.get(c.node, "image").and_then(|n| doc.str_value(n)) {
+                    out.push((image.to_string(), platform.clone()));
+                }
+            }
+        }
+    }
     out
 }

@@ -50,6 +50,64 @@ pub struct Facts {
     pub images: Arc<ImageFacts>,
 }
 
+/// What scan reports already say about the configurations image inspection wants.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FromScans {
+    /// Complete: read from a report, nothing left to fetch.
+    pub read: BTreeMap<(String, String), Inspection>,
+    /// Read from a report, but the `USER` names a user or group: a report carries no
+    /// `/etc/passwd`, so its IDs still have to be read from the image's layers.
+    pub need_names: Vec<((String, String), ImageConfig)>,
+    /// No report gave a configuration for that platform: read from the registry.
+    pub fetch: Vec<(String, String)>,
+}
+
+/// Split the `(image, platform)` pairs inspection wants by what the scans of those images
+/// already carry (Trivy's `Metadata.ImageConfig`), so that no configuration is fetched twice.
+/// A report is for the one platform the scanner pulled: a pod on another architecture still
+/// has its image read from the registry.
+pub fn configs_from_scans(
+    wanted: Vec<(String, String)>,
+    scans: &BTreeMap<String, ScanOutcome>,
+) -> FromScans {
+    let mut out = FromScans::default();
+    for (image, platform) in wanted {
+        let config = match scans.get(&image) {
+            Some(ScanOutcome::Report(report)) => report
+                .config
+                .as_ref()
+                .filter(|c| platform_matches(&platform, &c.platform)),
+            _ => None,
+        };
+        match config {
+            Some(c) if UserSpec::parse(c.user.as_deref()).is_some_and(|u| u.has_names()) => {
+                out.need_names.push(((image, platform), c.clone()));
+            }
+            Some(c) => {
+                out.read
+                    .insert((image, platform), Inspection::Read(c.clone()));
+            }
+            None => out.fetch.push((image, platform)),
+        }
+    }
+    out
+}
+
+/// Whether an image of platform `got` (`linux/arm64/v8`) is what a pod on `wanted`
+/// (`linux/arm64`) runs: as an index is searched, a variant asked for must match, and none
+/// asked for takes any of the architecture.
+pub fn platform_matches(wanted: &str, got: &str) -> bool {
+    let mut w = wanted.split('/');
+    let mut g = got.split('/');
+    let (Some(wos), Some(warch)) = (w.next(), w.next()) else {
+        return false;
+    };
+    let (Some(gos), Some(garch)) = (g.next(), g.next()) else {
+        return false;
+    };
+    wos == gos && warch == garch && w.next().is_none_or(|v| g.next() == Some(v))
+}
+
 /// The outcome of looking at one image's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inspection {
@@ -291,6 +349,72 @@ mod tests {
         assert_eq!(
             (ids.uid, ids.gid, ids.problem),
             (Some(1000), Some(101), None)
+        );
+    }
+
+    #[test]
+    fn platforms_match_as_an_index_is_searched() {
+        assert!(platform_matches("linux/arm64", "linux/arm64/v8"));
+        assert!(platform_matches("linux/amd64", "linux/amd64"));
+        assert!(!platform_matches("linux/arm/v7", "linux/arm/v6"));
+        assert!(!platform_matches("linux/arm/v7", "linux/arm"));
+        assert!(!platform_matches("linux/arm64", "linux/amd64"));
+        assert!(!platform_matches("linux", "linux/amd64"));
+    }
+
+    #[test]
+    fn scans_with_a_configuration_spare_the_fetch() {
+        let report = |user: Option<&str>, platform: &str| {
+            ScanOutcome::Report(Arc::new(crate::vuln::ImageReport {
+                scanner: "Trivy".into(),
+                config: Some(ImageConfig {
+                    user: user.map(str::to_string),
+                    platform: platform.into(),
+                    source: Some(ConfigSource::Trivy),
+                    ..ImageConfig::default()
+                }),
+                ..Default::default()
+            }))
+        };
+        let scans: BTreeMap<String, ScanOutcome> = [
+            ("numeric".to_string(), report(Some("1000"), "linux/amd64")),
+            ("named".to_string(), report(Some("nginx"), "linux/amd64")),
+            (
+                "failed".to_string(),
+                ScanOutcome::Failed("timed out".into()),
+            ),
+            (
+                "grype".to_string(),
+                ScanOutcome::Report(Arc::new(crate::vuln::ImageReport::default())),
+            ),
+        ]
+        .into();
+        let pair = |i: &str, p: &str| (i.to_string(), p.to_string());
+        let split = configs_from_scans(
+            vec![
+                pair("numeric", "linux/amd64"),
+                pair("numeric", "linux/arm64"),
+                pair("named", "linux/amd64"),
+                pair("failed", "linux/amd64"),
+                pair("grype", "linux/amd64"),
+                pair("unscanned", "linux/amd64"),
+            ],
+            &scans,
+        );
+        assert_eq!(
+            split.read.keys().collect::<Vec<_>>(),
+            vec![&pair("numeric", "linux/amd64")]
+        );
+        assert_eq!(split.need_names.len(), 1);
+        assert_eq!(split.need_names[0].0, pair("named", "linux/amd64"));
+        assert_eq!(
+            split.fetch,
+            vec![
+                pair("numeric", "linux/arm64"),
+                pair("failed", "linux/amd64"),
+                pair("grype", "linux/amd64"),
+                pair("unscanned", "linux/amd64"),
+            ]
         );
     }
 

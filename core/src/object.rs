@@ -62,6 +62,21 @@ impl JsonObject {
         pod_specs(self.parsed.stream(), kinds)
     }
 
+    /// Each container image of the object with the platform its pod runs it on (what image
+    /// inspection reads for it), sorted and without repeats.
+    pub fn images(&self, kinds: &WorkloadKinds, default_platform: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .parsed
+            .stream()
+            .documents
+            .iter()
+            .flat_map(|doc| crate::decision::images_in(doc, kinds, default_platform))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Where a finding sits in the object, as a path such as
     /// `spec.containers[0].securityContext.allowPrivilegeEscalation`.
     pub fn field(&self, finding: &Finding) -> Option<String> {

@@ -35,7 +35,11 @@ pub fn text(report: &Report, color: bool, verbose: bool) -> String {
             let _ = write!(out, " ({subject})");
         }
         if let Some(r) = &f.render {
-            let _ = write!(out, " [rendered from {} ({})]", r.root, r.variant);
+            let _ = write!(out, " [rendered from {} ({})", r.root, r.variant);
+            for (root, variant) in &r.also {
+                let _ = write!(out, ", {root} ({variant})");
+            }
+            out.push(']');
         }
         out.push('\n');
     }
@@ -183,6 +187,13 @@ fn finding_json(f: &Finding) -> Value {
         value["variant"] = json!(r.variant);
         value["rendered_line"] = json!(r.rendered_line);
         value["field"] = json!(r.field);
+        if !r.also.is_empty() {
+            value["also_rendered_in"] = r
+                .also
+                .iter()
+                .map(|(root, variant)| json!({"root": root, "variant": variant}))
+                .collect();
+        }
     }
     value
 }

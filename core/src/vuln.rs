@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::{ConfigSource, ExposedPort, ImageConfig};
+
 /// Severities as both scanners grade them, lowest first. Trivy has no `Negligible`; anything a
 /// report spells otherwise is `Unknown`.
 #[derive(
@@ -118,6 +120,10 @@ pub struct ImageReport {
     /// False when the scanner found nothing it could read (no OS, no packages): "no
     /// vulnerabilities" then means "not scanned", and is said so.
     pub packages_found: bool,
+    /// The image's configuration as the scanner read it (Trivy's `Metadata.ImageConfig`), so
+    /// that image inspection need not fetch it a second time; `None` for Grype, which does not
+    /// report it, and for reports without one.
+    pub config: Option<ImageConfig>,
 }
 
 impl ImageReport {
@@ -177,6 +183,41 @@ pub fn parse_trivy(json: &[u8]) -> Result<ImageReport, ReportError> {
         schema_version: Option<i64>,
         #[serde(default)]
         results: Vec<Result_>,
+        #[serde(default)]
+        metadata: Option<Metadata>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Metadata {
+        #[serde(default)]
+        repo_digests: Option<Vec<String>>,
+        #[serde(default)]
+        image_config: Option<TrivyImageConfig>,
+    }
+    /// go-containerregistry's `v1.ConfigFile`, as Trivy prints it: lower-case keys outside,
+    /// Docker's capitalised ones in `config`.
+    #[derive(Deserialize)]
+    struct TrivyImageConfig {
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        variant: Option<String>,
+        #[serde(default)]
+        config: Option<ContainerConfig>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "PascalCase")]
+    struct ContainerConfig {
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        exposed_ports: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+        #[serde(default)]
+        volumes: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+        #[serde(default)]
+        working_dir: Option<String>,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -236,10 +277,47 @@ pub fn parse_trivy(json: &[u8]) -> Result<ImageReport, ReportError> {
             url: v.primary_url.filter(|u| !u.is_empty()),
         })
         .collect();
+    let config = report.metadata.and_then(|m| {
+        let image = m.image_config?;
+        // A report of something that is not an image (a file system, a repository) has no
+        // platform: it says nothing about a container's user.
+        if image.os.is_empty() || image.architecture.is_empty() {
+            return None;
+        }
+        let inner = image.config.unwrap_or_default();
+        let mut ports: Vec<ExposedPort> = inner
+            .exposed_ports
+            .unwrap_or_default()
+            .keys()
+            .filter_map(|k| ExposedPort::parse(k))
+            .collect();
+        ports.sort();
+        let mut platform = format!("{}/{}", image.os, image.architecture);
+        if let Some(v) = image.variant.filter(|v| !v.is_empty()) {
+            platform = format!("{platform}/{v}");
+        }
+        Some(ImageConfig {
+            user: inner.user.filter(|u| !u.trim().is_empty()),
+            volumes: inner.volumes.unwrap_or_default().into_keys().collect(),
+            exposed_ports: ports,
+            working_dir: inner.working_dir.filter(|w| !w.is_empty()),
+            // `repo@sha256:…`: the digest Trivy resolved the reference to.
+            digest: m
+                .repo_digests
+                .unwrap_or_default()
+                .iter()
+                .find_map(|d| d.rsplit_once('@').map(|(_, d)| d.to_string()))
+                .filter(|d| d.starts_with("sha256:")),
+            platform,
+            source: Some(ConfigSource::Trivy),
+            names: None,
+        })
+    });
     Ok(ImageReport {
         scanner: "Trivy".into(),
         vulnerabilities,
         packages_found,
+        config,
     }
     .dedup())
 }
@@ -329,6 +407,7 @@ pub fn parse_grype(json: &[u8]) -> Result<ImageReport, ReportError> {
         scanner: "Grype".into(),
         vulnerabilities,
         packages_found,
+        config: None,
     }
     .dedup())
 }
@@ -361,6 +440,38 @@ mod tests {
         assert_eq!(VulnSeverity::from_report("whatever"), VulnSeverity::Unknown);
         assert!("High".parse::<VulnSeverity>().is_err());
         assert_eq!("high".parse::<VulnSeverity>(), Ok(VulnSeverity::High));
+    }
+
+    #[test]
+    fn trivy_reports_carry_the_image_configuration() {
+        let r = parse_trivy(include_bytes!(
+            "../tests/fixtures/scanners/trivy-config-numeric.json"
+        ))
+        .unwrap();
+        let c = r.config.unwrap();
+        assert_eq!(c.user.as_deref(), Some("1000:1000"));
+        assert_eq!(c.volumes, vec!["/var/cache/api".to_string()]);
+        assert_eq!(
+            c.exposed_ports,
+            vec![ExposedPort::parse("8080/tcp").unwrap()]
+        );
+        assert_eq!(c.working_dir.as_deref(), Some("/app"));
+        assert_eq!(c.platform, "linux/amd64");
+        assert_eq!(c.source, Some(ConfigSource::Trivy));
+        assert_eq!(
+            c.digest.as_deref(),
+            Some("sha256:0e6c0d7e2f5b3a7b1d9f5e8c4a2b6d0f1e3c5a7b9d1f3e5c7a9b1d3f5e7c9a1b")
+        );
+        assert_eq!(c.names, None, "a report carries no /etc/passwd");
+        let clean = parse_trivy(include_bytes!(
+            "../tests/fixtures/scanners/trivy-clean.json"
+        ))
+        .unwrap();
+        assert_eq!(clean.config, None, "no ImageConfig, no configuration");
+        // Not an image (`trivy fs`): an ImageConfig without a platform says nothing.
+        let fs = parse_trivy(br#"{"SchemaVersion":2,"Metadata":{"ImageConfig":{"architecture":"","os":"","rootfs":{"type":"","diff_ids":null},"config":{}}}}"#)
+            .unwrap();
+        assert_eq!(fs.config, None);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! - `mutate`: fixed object → RFC 6902 JSON Patch;
 //! - `tls`: certificates from files, reloaded when they change; handshake deadlines;
 //! - `metrics`: decisions and latency in the Prometheus text format;
-//! - `manifests`: the webhook configurations, routed by namespace label.
+//! - `manifests`: the webhook configurations, routed by namespace label;
+//! - `images`: image configurations for the mutation's image decision (`--registry-access`),
+//!   within a per-request budget, cached by image.
 
+pub mod images;
 pub mod manifests;
 pub mod metrics;
 pub mod mutate;
@@ -65,6 +68,8 @@ struct AppState {
     /// Decisions running at once: one per core. More would only share the cores while each
     /// holds its object's parse in memory (a 4 MiB object parses to far more).
     decisions: Arc<tokio::sync::Semaphore>,
+    /// With registry access, what the mutation learns about images.
+    images: Option<Arc<images::ImageInspector>>,
 }
 
 /// A server bound to its address, not yet serving.
@@ -77,6 +82,15 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(options: Options, judge: Judge) -> Result<Server> {
+        Self::bind_with_images(options, judge, None).await
+    }
+
+    /// A server whose mutations read image configurations through `images`.
+    pub async fn bind_with_images(
+        options: Options,
+        judge: Judge,
+        images: Option<Arc<images::ImageInspector>>,
+    ) -> Result<Server> {
         let certificates = tls::Certificates::load(&options.tls_cert, &options.tls_key)?;
         let listener = TcpListener::bind(&options.listen)
             .await
@@ -90,6 +104,7 @@ impl Server {
                 decisions: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
+                images,
             }),
             certificates,
             options,
@@ -316,10 +331,29 @@ async fn handle(
     let Ok(permit) = state.decisions.clone().acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
+    // With registry access, a mutation first learns its images' configurations, within the
+    // budget; the permit is not held while registries answer.
+    let (request, facts, permit) = match &state.images {
+        Some(inspector) if Judge::mutates(action, &request) => {
+            let Some((request, facts)) = image_facts(&state, inspector, permit, request).await
+            else {
+                tracing::error!(%uid, "finding the object's images failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "the decision failed\n")
+                    .into_response();
+            };
+            let Ok(permit) = state.decisions.clone().acquire_owned().await else {
+                return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+            };
+            (request, facts, permit)
+        }
+        _ => (request, kubeharden_core::facts::Facts::default(), permit),
+    };
     let judge_state = state.clone();
     let decision = match tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        judge_state.judge.decide(action, profile, version, request)
+        judge_state
+            .judge
+            .decide_with(action, profile, version, request, facts)
     })
     .await
     {
@@ -348,4 +382,35 @@ async fn handle(
     );
     let body = serde_json::to_vec(&ReviewResponse::new(decision.response)).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The configurations of the images of a mutation's object that are known within the
+/// inspector's budget, and the request back. Finding the images is CPU work, done under the
+/// decision `permit`; the wait for registries is not. `None` if that work failed.
+async fn image_facts(
+    state: &Arc<AppState>,
+    inspector: &Arc<images::ImageInspector>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    request: review::Request,
+) -> Option<(review::Request, kubeharden_core::facts::Facts)> {
+    let judge_state = state.clone();
+    let platform = inspector.default_platform().to_string();
+    let (request, wanted) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let wanted = judge_state.judge.images(&request, &platform);
+        (request, wanted)
+    })
+    .await
+    .ok()?;
+    let mut facts = kubeharden_core::facts::ImageFacts {
+        default_platform: inspector.default_platform().to_string(),
+        ..Default::default()
+    };
+    if !wanted.is_empty() {
+        facts.configs = inspector.configs(wanted).await;
+    }
+    let facts = kubeharden_core::facts::Facts {
+        images: Arc::new(facts),
+    };
+    Some((request, facts))
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use kubeharden_core::config::{Config, StaticExemption, StaticExemptions};
+use kubeharden_core::facts::Facts;
 use kubeharden_core::fix;
 use kubeharden_core::k8s::KubeVersion;
 use kubeharden_core::lint::{Finding, Linter, Settings};
@@ -211,6 +212,37 @@ impl Judge {
         version: Option<KubeVersion>,
         request: Request,
     ) -> Decision {
+        self.decide_with(action, profile, version, request, Facts::default())
+    }
+
+    /// Whether this request's object is one the action changes: a mutation judges CREATEs of
+    /// the pod's own specification only. What is worth reading images for.
+    pub fn mutates(action: Action, request: &Request) -> bool {
+        action == Action::Mutate
+            && request.operation == "CREATE"
+            && request.sub_resource.as_deref().is_none_or(str::is_empty)
+            && request.object.is_some()
+    }
+
+    /// The container images of the request's object with the platform each pod runs them on.
+    pub fn images(&self, request: &Request, default_platform: &str) -> Vec<(String, String)> {
+        let Some(object) = &request.object else {
+            return Vec::new();
+        };
+        let kinds = self.registry.workloads_with(&self.settings.workloads);
+        JsonObject::new(object, &self.settings.limits).images(&kinds, default_platform)
+    }
+
+    /// As [`Judge::decide`], with what the server learned about the object's images (their
+    /// configurations, for the mutation's image decision).
+    pub fn decide_with(
+        &self,
+        action: Action,
+        profile: Profile,
+        version: Option<KubeVersion>,
+        request: Request,
+        facts: Facts,
+    ) -> Decision {
         let uid = request.uid.clone();
         let allow = |outcome: &'static str| Decision {
             response: Response {
@@ -245,7 +277,7 @@ impl Judge {
         if let Some(v) = version {
             settings.kube_version = v;
         }
-        let linter = Linter::new(&self.registry, settings);
+        let linter = Linter::new(&self.registry, settings).with_facts(facts);
         let kinds = linter.workload_kinds();
         let parsed = JsonObject::new(object, &linter.settings.limits);
         let pod_specs = parsed.pod_specs(kinds);

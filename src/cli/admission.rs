@@ -96,6 +96,8 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    images: super::images::AdmissionImageArgs,
 }
 
 pub fn run(args: AdmissionArgs) -> Result<ExitCode> {
@@ -151,6 +153,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         args.config.as_deref(),
         super::registry(args.rules.as_deref())?,
     )?;
+    let images = args.images.inspector()?;
     let options = Options {
         listen: args.listen,
         tls_cert: args.tls_cert,
@@ -161,7 +164,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let server = admission::Server::bind(options, judge).await?;
+        let server = admission::Server::bind_with_images(options, judge, images).await?;
         server.serve(super::shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)

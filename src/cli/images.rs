@@ -121,7 +121,8 @@ pub(crate) fn local_digests(
 }
 
 /// What each image's configuration says, read from its registry for the platform its pod
-/// runs on (the user's own machine asks: no network guard, as for digests). An image that
+/// runs on (the user's own machine asks: no network guard, as for digests), or from the scan
+/// reports of the same run that carry it (`lint --scan-images` with Trivy). An image that
 /// cannot be read is `NotChecked` with the reason, and its fixes stay as they are without it.
 pub(crate) fn inspect_local(
     files: &[SourceFile],
@@ -129,6 +130,7 @@ pub(crate) fn inspect_local(
     kinds: &kubeharden_core::workloads::WorkloadKinds,
     auth_file: Option<&Path>,
     default_platform: &str,
+    scans: &std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
 ) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>> {
     let wanted = kubeharden_core::decision::images_to_inspect(
         files,
@@ -146,6 +148,80 @@ pub(crate) fn inspect_local(
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = std::sync::Arc::new(OciClient::new(auth, std::time::Duration::from_secs(15))?);
-        Ok(kubeharden::oci::inspect_all(&client, wanted).await)
+        Ok(kubeharden::oci::inspect_with_scans(&client, wanted, scans).await)
     })
+}
+
+/// The registry client's flags, shared by `serve` and `admission`.
+#[cfg(any(feature = "app", feature = "admission"))]
+#[derive(clap::Args)]
+pub(crate) struct OciArgs {
+    /// Talk to container registries. `serve`: the configurations of the images a pull request
+    /// changes are read (user, volumes, ports) for the fixes, and repositories that ask for it
+    /// (`images.pin-digests: true`) have tags resolved to digests. `admission`: mutations read
+    /// each image's configuration and make the same image decision as `fix --inspect-images`.
+    #[arg(long, env = "REGISTRY_ACCESS")]
+    registry_access: bool,
+    /// A Docker `config.json` with credentials for private registries (`auths`).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
+    /// Registries on loopback or private addresses that may be contacted, as `host[:port]`
+    /// (comma-separated); plain http is used for them. Others of that kind are never asked.
+    #[arg(long, env = "REGISTRY_PRIVATE_HOSTS", value_delimiter = ',')]
+    pub registry_private_hosts: Vec<String>,
+    /// Seconds a registry request may take.
+    #[arg(long, env = "REGISTRY_TIMEOUT", default_value_t = 10)]
+    registry_timeout: u64,
+}
+
+#[cfg(any(feature = "app", feature = "admission"))]
+impl OciArgs {
+    pub fn client(&self) -> Result<Option<std::sync::Arc<OciClient>>> {
+        if !self.registry_access {
+            return Ok(None);
+        }
+        let auth = match &self.registry_auth_file {
+            Some(path) => OciClient::auth_from_docker_config(path)?,
+            None => Default::default(),
+        };
+        let mut client = OciClient::new(
+            auth,
+            std::time::Duration::from_secs(self.registry_timeout.max(1)),
+        )?;
+        client.set_insecure_http_hosts(self.registry_private_hosts.clone());
+        client.guard_network(self.registry_private_hosts.clone());
+        Ok(Some(std::sync::Arc::new(client)))
+    }
+}
+
+/// The admission webhook's registry flags: the registry client's, a per-request budget and
+/// the platform of pods that name none.
+#[cfg(feature = "admission")]
+#[derive(clap::Args)]
+pub(crate) struct AdmissionImageArgs {
+    #[command(flatten)]
+    oci: OciArgs,
+    /// Milliseconds one admission request waits for registries; keep it well under the
+    /// webhook's `timeoutSeconds`. An image not read by then is mutated as without registry
+    /// access, and its read goes on to fill the cache for the next request.
+    #[arg(long, env = "REGISTRY_BUDGET_MS", default_value_t = 2000)]
+    registry_budget_ms: u64,
+    /// The platform images are read for when a pod names no `kubernetes.io/arch`.
+    #[arg(long, default_value = kubeharden_core::facts::DEFAULT_PLATFORM)]
+    default_platform: String,
+}
+
+#[cfg(feature = "admission")]
+impl AdmissionImageArgs {
+    pub fn inspector(
+        &self,
+    ) -> Result<Option<std::sync::Arc<kubeharden::admission::images::ImageInspector>>> {
+        Ok(self.oci.client()?.map(|client| {
+            kubeharden::admission::images::ImageInspector::new(
+                client,
+                std::time::Duration::from_millis(self.registry_budget_ms.max(1)),
+                self.default_platform.clone(),
+            )
+        }))
+    }
 }

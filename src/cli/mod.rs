@@ -273,7 +273,7 @@ impl InspectArgs {
             return Ok(());
         }
         let kinds = registry.workloads_with(&settings.workloads);
-        images.configs = self.inspect(files, settings, &kinds)?;
+        images.configs = self.inspect(files, settings, &kinds, &images.scans)?;
         images.default_platform = self.default_platform.clone();
         Ok(())
     }
@@ -284,6 +284,7 @@ impl InspectArgs {
         files: &[kubeharden_core::source::SourceFile],
         settings: &Settings,
         kinds: &kubeharden_core::workloads::WorkloadKinds,
+        scans: &std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
     ) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>>
     {
         images::inspect_local(
@@ -292,6 +293,7 @@ impl InspectArgs {
             kinds,
             self.registry_auth_file.as_deref(),
             &self.default_platform,
+            scans,
         )
     }
 
@@ -301,6 +303,7 @@ impl InspectArgs {
         _: &[kubeharden_core::source::SourceFile],
         _: &Settings,
         _: &kubeharden_core::workloads::WorkloadKinds,
+        _: &std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
     ) -> Result<std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection>>
     {
         Err(not_built("images", "registry access (`--inspect-images`)"))

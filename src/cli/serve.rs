@@ -11,9 +11,7 @@ use kubeharden::github::{RetryPolicy, Secret};
 use kubeharden::service::Launch;
 use kubeharden::setup::{CREDENTIALS_FILE, Credentials, Setup};
 
-use kubeharden::oci::OciClient;
-
-use super::images::ScannerArgs;
+use super::images::{OciArgs, ScannerArgs};
 use super::registry;
 
 #[derive(clap::Args)]
@@ -139,43 +137,6 @@ impl LimitArgs {
                 .unwrap_or_else(kubeharden::edge::default_max_connections)
                 .max(1),
         })
-    }
-}
-
-#[derive(clap::Args)]
-pub(crate) struct OciArgs {
-    /// Let repositories that ask for it (`images.pin-digests: true`) have their image tags
-    /// resolved to digests through the registries' API.
-    #[arg(long, env = "REGISTRY_ACCESS")]
-    registry_access: bool,
-    /// A Docker `config.json` with credentials for private registries (`auths`).
-    #[arg(long, env = "REGISTRY_AUTH_FILE")]
-    registry_auth_file: Option<PathBuf>,
-    /// Registries on loopback or private addresses that may be contacted, as `host[:port]`
-    /// (comma-separated); plain http is used for them. Others of that kind are never asked.
-    #[arg(long, env = "REGISTRY_PRIVATE_HOSTS", value_delimiter = ',')]
-    pub registry_private_hosts: Vec<String>,
-    /// Seconds a registry request may take.
-    #[arg(long, env = "REGISTRY_TIMEOUT", default_value_t = 10)]
-    registry_timeout: u64,
-}
-
-impl OciArgs {
-    pub fn client(&self) -> Result<Option<std::sync::Arc<OciClient>>> {
-        if !self.registry_access {
-            return Ok(None);
-        }
-        let auth = match &self.registry_auth_file {
-            Some(path) => OciClient::auth_from_docker_config(path)?,
-            None => Default::default(),
-        };
-        let mut client = OciClient::new(
-            auth,
-            std::time::Duration::from_secs(self.registry_timeout.max(1)),
-        )?;
-        client.set_insecure_http_hosts(self.registry_private_hosts.clone());
-        client.guard_network(self.registry_private_hosts.clone());
-        Ok(Some(std::sync::Arc::new(client)))
     }
 }
 

@@ -10,7 +10,9 @@ use std::io::Read;
 
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode, Uri};
-use kubeharden_core::facts::{ConfigSource, ExposedPort, ImageConfig, UserSpec, resolve_names};
+use kubeharden_core::facts::{
+    ConfigSource, ExposedPort, ImageConfig, NamedIds, UserSpec, resolve_names,
+};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -112,52 +114,9 @@ impl OciClient {
         reference: &str,
         platform: &str,
     ) -> Result<ImageConfig, OciError> {
-        let (target, scheme, host) = self
-            .open(domain, path, super::Reference::TagOrDigest(reference))
+        let (mut s, manifest, digest) = self
+            .platform_manifest(domain, path, reference, platform)
             .await?;
-        let mut s = Session {
-            scheme,
-            cache_key: (host.clone(), format!("repository:{path}:pull")),
-            host,
-            path: path.to_string(),
-            credentials: self.auth.get(&auth_key(domain)),
-            authorization: None,
-            target,
-        };
-        s.authorization = self
-            .cached_token(&s.cache_key)
-            .and_then(|t| super::auth::bearer(&t));
-
-        let (bytes, digest) = self.manifest_bytes(&mut s, reference).await?;
-        let mut manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| s.target.protocol(format!("the manifest is not JSON: {e}")))?;
-        let mut digest = digest;
-        if INDEX_TYPES.contains(&manifest.media_type.as_str()) || !manifest.manifests.is_empty() {
-            let chosen = pick(&manifest.manifests, platform).ok_or_else(|| {
-                let offered: Vec<String> = manifest
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.platform.as_ref())
-                    .map(platform_name)
-                    .collect();
-                s.target.not_found(format!(
-                    "the index has no {platform} image (it has {})",
-                    if offered.is_empty() {
-                        "none with a platform".to_string()
-                    } else {
-                        offered.join(", ")
-                    }
-                ))
-            })?;
-            let chosen = chosen.digest.clone();
-            if !is_sha256_digest(&chosen) {
-                return Err(s.target.protocol(format!("the index names {chosen:?}")));
-            }
-            let (bytes, _) = self.manifest_bytes(&mut s, &chosen).await?;
-            manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| s.target.protocol(format!("the manifest is not JSON: {e}")))?;
-            digest = chosen;
-        }
         if let Some(hit) = self.config_cache_get(&digest) {
             return Ok(hit);
         }
@@ -207,7 +166,7 @@ impl OciClient {
         {
             out.names = Some(match self.etc_files(&mut s, &manifest.layers).await {
                 Ok((passwd, group)) => resolve_names(&spec, passwd.as_deref(), group.as_deref()),
-                Err(e) => kubeharden_core::facts::NamedIds {
+                Err(e) => NamedIds {
                     uid: None,
                     gid: None,
                     problem: Some(format!("its /etc/passwd could not be read ({e})")),
@@ -216,6 +175,112 @@ impl OciClient {
         }
         self.config_cache_put(digest, out.clone());
         Ok(out)
+    }
+
+    /// A session on `domain/path`, and the image manifest of `reference` for `platform` (an
+    /// index resolved to its entry) with its digest.
+    async fn platform_manifest(
+        &self,
+        domain: &str,
+        path: &str,
+        reference: &str,
+        platform: &str,
+    ) -> Result<(Session<'_>, Manifest, String), OciError> {
+        let (target, scheme, host) = self
+            .open(domain, path, super::Reference::TagOrDigest(reference))
+            .await?;
+        let mut s = Session {
+            scheme,
+            cache_key: (host.clone(), format!("repository:{path}:pull")),
+            host,
+            path: path.to_string(),
+            credentials: self.auth.get(&auth_key(domain)),
+            authorization: None,
+            target,
+        };
+        s.authorization = self
+            .cached_token(&s.cache_key)
+            .and_then(|t| super::auth::bearer(&t));
+
+        let (bytes, digest) = self.manifest_bytes(&mut s, reference).await?;
+        let mut manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| s.target.protocol(format!("the manifest is not JSON: {e}")))?;
+        let mut digest = digest;
+        if INDEX_TYPES.contains(&manifest.media_type.as_str()) || !manifest.manifests.is_empty() {
+            let chosen = pick(&manifest.manifests, platform).ok_or_else(|| {
+                let offered: Vec<String> = manifest
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .map(platform_name)
+                    .collect();
+                s.target.not_found(format!(
+                    "the index has no {platform} image (it has {})",
+                    if offered.is_empty() {
+                        "none with a platform".to_string()
+                    } else {
+                        offered.join(", ")
+                    }
+                ))
+            })?;
+            let chosen = chosen.digest.clone();
+            if !is_sha256_digest(&chosen) {
+                return Err(s.target.protocol(format!("the index names {chosen:?}")));
+            }
+            let (bytes, _) = self.manifest_bytes(&mut s, &chosen).await?;
+            manifest = serde_json::from_slice(&bytes)
+                .map_err(|e| s.target.protocol(format!("the manifest is not JSON: {e}")))?;
+            digest = chosen;
+        }
+        Ok((s, manifest, digest))
+    }
+
+    /// The IDs of a `USER` given by name (`user`, as the image's configuration says it, from a
+    /// scanner's report), read from the `/etc/passwd` and `/etc/group` in the image's layers:
+    /// the part of an inspection a report cannot give. Cached by manifest digest and user.
+    pub async fn named_ids(
+        &self,
+        domain: &str,
+        path: &str,
+        reference: &str,
+        platform: &str,
+        user: &str,
+    ) -> Result<NamedIds, OciError> {
+        let spec = UserSpec::parse(Some(user))
+            .ok_or_else(|| OciError::Config("an empty USER names no one".into()))?;
+        let (mut s, manifest, digest) = self
+            .platform_manifest(domain, path, reference, platform)
+            .await?;
+        let key = (digest, user.to_string());
+        if let Some(hit) = self.names_cache_get(&key) {
+            return Ok(hit);
+        }
+        let ids = match self.etc_files(&mut s, &manifest.layers).await {
+            Ok((passwd, group)) => resolve_names(&spec, passwd.as_deref(), group.as_deref()),
+            Err(e) => NamedIds {
+                uid: None,
+                gid: None,
+                problem: Some(format!("its /etc/passwd could not be read ({e})")),
+            },
+        };
+        self.names_cache_put(key, ids.clone());
+        Ok(ids)
+    }
+
+    fn names_cache_get(&self, key: &(String, String)) -> Option<NamedIds> {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn names_cache_put(&self, key: (String, String), ids: NamedIds) {
+        let mut cache = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(key, ids);
     }
 
     fn config_cache_get(&self, digest: &str) -> Option<ImageConfig> {
@@ -621,5 +686,69 @@ pub async fn inspect_all(
             out.insert(key, inspection);
         }
     }
+    out
+}
+
+/// Complete configurations a scanner's report gave (Trivy's, which carries no files) whose
+/// `USER` names a user or group: the IDs are read from the image's layers, four images at a
+/// time, and a failure is said in `names.problem` as for a configuration read here.
+pub async fn complete_names(
+    client: &std::sync::Arc<OciClient>,
+    wanted: Vec<((String, String), ImageConfig)>,
+) -> std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection> {
+    use kubeharden_core::facts::Inspection;
+    let mut tasks = tokio::task::JoinSet::new();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    for ((image, platform), mut config) in wanted {
+        let client = client.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let user = config.user.clone().unwrap_or_default();
+            let ids = match kubeharden_core::image::parse(&image) {
+                Ok(r) => {
+                    let reference = r
+                        .digest
+                        .clone()
+                        .unwrap_or_else(|| r.effective_tag().to_string());
+                    client
+                        .named_ids(&r.domain, &r.path, &reference, &platform, &user)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("`{image}` is not a valid image reference: {e}")),
+            };
+            config.names = Some(ids.unwrap_or_else(|why| NamedIds {
+                uid: None,
+                gid: None,
+                problem: Some(format!("its /etc/passwd could not be read ({why})")),
+            }));
+            ((image, platform), Inspection::Read(config))
+        });
+    }
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((key, inspection)) = done {
+            out.insert(key, inspection);
+        }
+    }
+    out
+}
+
+/// Every configuration of `wanted` (`(image, platform)` pairs): from the scan reports that
+/// carry one (Trivy's), the layers still read for a named user, and the rest from registries.
+pub async fn inspect_with_scans(
+    client: &std::sync::Arc<OciClient>,
+    wanted: Vec<(String, String)>,
+    scans: &std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
+) -> std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection> {
+    let split = kubeharden_core::facts::configs_from_scans(wanted, scans);
+    let mut out = split.read;
+    let (named, fetched) = tokio::join!(
+        complete_names(client, split.need_names),
+        inspect_all(client, split.fetch)
+    );
+    out.extend(named);
+    out.extend(fetched);
     out
 }

@@ -36,7 +36,7 @@ use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 
 use auth::{CachedToken, Credentials, bearer};
-pub use config::inspect_all;
+pub use config::{complete_names, inspect_all, inspect_with_scans};
 use docker_config::auth_key;
 use guard::{GuardedResolver, host_of, is_loopback};
 pub use guard::{is_public, may_contact};
@@ -115,6 +115,8 @@ pub struct OciClient {
     tokens: Arc<Mutex<HashMap<(String, String), CachedToken>>>,
     /// Image configurations read, by manifest digest (immutable, so never stale).
     configs: Arc<Mutex<HashMap<String, kubeharden_core::facts::ImageConfig>>>,
+    /// IDs of named users read from layers, by (manifest digest, `USER`).
+    names: Arc<Mutex<HashMap<(String, String), kubeharden_core::facts::NamedIds>>>,
 }
 
 impl std::fmt::Debug for OciClient {
@@ -237,6 +239,7 @@ impl OciClient {
             resolver_guard,
             tokens: Arc::new(Mutex::new(HashMap::new())),
             configs: Arc::new(Mutex::new(HashMap::new())),
+            names: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

@@ -168,31 +168,35 @@ async fn image_facts(
     if pin && let Some(client) = &cx.oci_client {
         images.digests = resolve_digests(client, &changed, config).await;
     }
+    // Scans first: a Trivy report carries the image's configuration, which inspection then
+    // need not fetch again.
+    let mut scans = if !scan {
+        std::collections::BTreeMap::new()
+    } else {
+        match &cx.scanner {
+            Some(scanner) => scanner.scan_all(&changed).await,
+            None => changed
+                .iter()
+                .map(|i| {
+                    (
+                        i.clone(),
+                        kubeharden_core::vuln::ScanOutcome::Failed(
+                            "the repository asks for image scanning, but this KubeHarden server has no scanner (start it with --scanner trivy or grype)".into(),
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    };
     if inspect && let Some(client) = &cx.oci_client {
         images.configs =
-            crate::inspect::configs(cx, client, &sources, settings, &changed, &refused).await;
+            crate::inspect::configs(cx, client, &sources, settings, &changed, &refused, &scans)
+                .await;
     }
-    if !scan {
-        return Facts {
-            images: Arc::new(images),
-        };
+    if scan {
+        scans.extend(refused);
+        images.scans = scans;
     }
-    let mut scans = match &cx.scanner {
-        Some(scanner) => scanner.scan_all(&changed).await,
-        None => changed
-            .into_iter()
-            .map(|i| {
-                (
-                    i,
-                    kubeharden_core::vuln::ScanOutcome::Failed(
-                        "the repository asks for image scanning, but this KubeHarden server has no scanner (start it with --scanner trivy or grype)".into(),
-                    ),
-                )
-            })
-            .collect(),
-    };
-    scans.extend(refused);
-    images.scans = scans;
     Facts {
         images: Arc::new(images),
     }

@@ -6,6 +6,8 @@ mod fixtures;
 mod hostile;
 mod manifests;
 mod mutation;
+#[path = "../registry/mod.rs"]
+mod registry;
 mod support;
 
 use serde_json::{Value, json};

@@ -84,7 +84,18 @@ impl TestServer {
     }
 
     pub async fn start_with(pki: Pki, judge: Judge) -> TestServer {
-        let server = Server::bind(options(&pki), judge).await.unwrap();
+        Self::start_with_images(pki, judge, None).await
+    }
+
+    /// A server whose mutations read image configurations through `images`.
+    pub async fn start_with_images(
+        pki: Pki,
+        judge: Judge,
+        images: Option<Arc<kubeharden::admission::images::ImageInspector>>,
+    ) -> TestServer {
+        let server = Server::bind_with_images(options(&pki), judge, images)
+            .await
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(server.serve(async {

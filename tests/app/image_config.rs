@@ -9,59 +9,10 @@ use std::time::{Duration, Instant};
 
 use kubeharden::oci::OciClient;
 
-use crate::oci::{
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, digest, push_blob, put_manifest, start_registry,
+use crate::registry::{
+    OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, digest, layer, push_blob, push_image, put_manifest,
+    start_registry, tag,
 };
-
-/// A tar.gz layer holding these files (path, content).
-fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, path, *content).unwrap();
-    }
-    let tar = builder.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
-}
-
-/// Push an image: its config (the `config` object of the config blob) and layers; returns the
-/// manifest bytes (not yet tagged).
-async fn push_image(
-    base: &str,
-    name: &str,
-    arch: &str,
-    config: &str,
-    layers: &[Vec<u8>],
-) -> Vec<u8> {
-    let blob = format!(
-        r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"config":{config}}}"#
-    );
-    let config_digest = push_blob(base, name, blob.as_bytes()).await;
-    let mut descriptors = Vec::new();
-    for l in layers {
-        let d = push_blob(base, name, l).await;
-        descriptors.push(format!(
-            r#"{{"mediaType":"{OCI_LAYER}","digest":"{d}","size":{}}}"#,
-            l.len()
-        ));
-    }
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-        blob.len(),
-        descriptors.join(",")
-    )
-    .into_bytes()
-}
-
-async fn tag(base: &str, name: &str, tag: &str, config: &str, layers: &[Vec<u8>]) {
-    let manifest = push_image(base, name, "amd64", config, layers).await;
-    put_manifest(base, name, tag, OCI_MANIFEST, &manifest).await;
-}
 
 fn manifest_for(image: &str, arch: Option<&str>) -> String {
     let selector = arch
@@ -393,4 +344,105 @@ async fn the_review_knows_each_image() {
         "{root}"
     );
     assert!(root.contains("run-as-root-allowed"), "{root}");
+}
+
+/// With `--scan-images`, Trivy's report carries the configuration (`Metadata.ImageConfig`):
+/// it is used rather than fetched again. A `USER` given by name still needs the image's
+/// `/etc/passwd`, which no report carries: only the layers are read for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trivy_report_gives_the_configuration_and_the_layers_give_the_names() {
+    let Some(registry) = start_registry().await else {
+        return;
+    };
+    let base = registry.base.clone();
+    let domain = registry.domain.clone();
+    let passwd =
+        b"root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n";
+    // The registry's config blob differs from the report on purpose: what the output shows
+    // tells which one was read.
+    tag(
+        &base,
+        "web",
+        "trivy-config-nginx",
+        r#"{"User":"nginx","Volumes":{"/from-the-registry":{}}}"#,
+        &[layer(&[("etc/passwd", passwd)])],
+    )
+    .await;
+    let scanner = crate::scan::stand_in();
+    let work = tempfile::tempdir().unwrap();
+    // Port 9 on loopback answers nothing: this image can only be known from its report.
+    let text = format!(
+        "{}---\n{}",
+        manifest_for("127.0.0.1:9/team/api:trivy-config-numeric", None),
+        manifest_for(&format!("{domain}/web:trivy-config-nginx"), None)
+            .replace("name: web", "name: nginx")
+    );
+    std::fs::write(work.path().join("web.yaml"), text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeharden"))
+        .args([
+            "lint",
+            "--format",
+            "json",
+            "--scan-images",
+            "--inspect-images",
+        ])
+        .arg("--scanner-path")
+        .arg(scanner.path().join("fake-scanner"))
+        .arg("web.yaml")
+        .current_dir(work.path())
+        .env_remove("SCANNER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let image = |reference: &str| {
+        json["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["image"]["reference"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(reference)
+            })
+            .unwrap_or_else(|| panic!("no container with {reference}: {stdout}"))["image"]
+            .clone()
+    };
+    let numeric = image("/team/api:trivy-config-numeric");
+    assert_eq!(numeric["checked"], true, "{numeric}");
+    assert_eq!(numeric["source"], "trivy");
+    assert_eq!(numeric["user"], "1000:1000");
+    assert_eq!(numeric["volumes"], serde_json::json!(["/var/cache/api"]));
+    assert_eq!(numeric["exposed_ports"], serde_json::json!(["8080/tcp"]));
+    assert_eq!(numeric["working_dir"], "/app");
+    assert_eq!(
+        numeric["digest"],
+        "sha256:0e6c0d7e2f5b3a7b1d9f5e8c4a2b6d0f1e3c5a7b9d1f3e5c7a9b1d3f5e7c9a1b"
+    );
+    assert!(
+        numeric["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the image runs as UID 1000"),
+        "{numeric}"
+    );
+    let nginx = image("/web:trivy-config-nginx");
+    assert_eq!(nginx["source"], "trivy", "{nginx}");
+    assert_eq!(nginx["volumes"], serde_json::json!(["/var/cache/nginx"]));
+    // The IDs come from the layers, the rest from the report.
+    assert_eq!(nginx["ids"]["uid"], 101, "{nginx}");
+    assert_eq!(nginx["ids"]["gid"], 101, "{nginx}");
+    assert!(
+        nginx["writable_paths"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("/var/cache/nginx")),
+        "{nginx}"
+    );
 }

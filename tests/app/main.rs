@@ -4,6 +4,8 @@
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
+#[path = "../registry/mod.rs"]
+mod registry;
 mod support;
 
 mod commands;

@@ -6,8 +6,7 @@
 //! `KUBEHARDEN_REQUIRE_REGISTRY` is set (CI: `apt-get install -y docker-registry`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,18 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use sha2::{Digest, Sha256};
 
 use kubeharden::oci::{MANIFEST_ACCEPT, OciClient, OciError};
 
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub(crate) const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+use crate::registry::{
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, digest, push_blob, put_manifest, start_registry,
+};
 
 /// `gzip -n` of an empty tar (1024 zero bytes).
 const EMPTY_TAR_GZ: [u8; 29] = [
@@ -38,205 +31,8 @@ const EMPTY_TAR_GZ: [u8; 29] = [
     0x14, 0x8c, 0x54, 0x00, 0x00, 0x2e, 0xaf, 0xb5, 0xef, 0x00, 0x04, 0x00, 0x00,
 ];
 
-pub(crate) fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 fn client(timeout: Duration) -> OciClient {
     OciClient::new(HashMap::new(), timeout).unwrap()
-}
-
-/// One plain-http request from the test itself: status, headers, body.
-async fn call(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (StatusCode, HeaderMap, Bytes) {
-    let http: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let request = request
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), http.request(request))
-        .await
-        .unwrap_or_else(|_| panic!("{method} {url}: no answer"))
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, body)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Debian's docker-registry
-
-/// A `docker-registry serve` on a loopback port with a temporary root; killed on drop.
-pub(crate) struct DockerRegistry {
-    child: Child,
-    /// `127.0.0.1:PORT`
-    pub(crate) domain: String,
-    port: u16,
-    pub(crate) base: String,
-    root: tempfile::TempDir,
-}
-
-impl Drop for DockerRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn registry_binary() -> Option<PathBuf> {
-    let fixed = PathBuf::from("/usr/bin/docker-registry");
-    if fixed.is_file() {
-        return Some(fixed);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("docker-registry"))
-        .find(|p| p.is_file())
-}
-
-/// The running registry, or `None` (test skipped) when the binary is missing.
-pub(crate) async fn start_registry() -> Option<DockerRegistry> {
-    let Some(binary) = registry_binary() else {
-        if std::env::var_os("KUBEHARDEN_REQUIRE_REGISTRY").is_some() {
-            panic!(
-                "KUBEHARDEN_REQUIRE_REGISTRY is set but docker-registry is not installed \
-                 (apt-get install -y docker-registry)"
-            );
-        }
-        eprintln!(
-            "skipping: docker-registry is not installed (apt-get install -y docker-registry)"
-        );
-        return None;
-    };
-    // The port is free when picked; another process may take it before the registry binds it,
-    // so a registry that exits early is started again on another port.
-    for _ in 0..3 {
-        let root = tempfile::tempdir().unwrap();
-        let port = crate::support::free_port();
-        let config = root.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                root.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(root.path().join("registry.log")).unwrap();
-        let child = Command::new(&binary)
-            .arg("serve")
-            .arg(&config)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let mut registry = DockerRegistry {
-            child,
-            domain: format!("127.0.0.1:{port}"),
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            root,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if registry.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if ping(&registry.base).await {
-                return Some(registry);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let log = std::fs::read_to_string(registry.root.path().join("registry.log"));
-        eprintln!("docker-registry did not come up on {port}: {log:?}");
-    }
-    panic!("docker-registry did not start");
-}
-
-/// `GET /v2/` answers 200.
-async fn ping(base: &str) -> bool {
-    let http: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = http::Request::get(format!("{base}/v2/"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), http.request(request)).await,
-        Ok(Ok(response)) if response.status() == StatusCode::OK
-    )
-}
-
-/// Absolute, or relative to the registry.
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_string()
-    } else {
-        format!("{base}{location}")
-    }
-}
-
-/// POST an upload, PUT the bytes with their digest; the digest.
-pub(crate) async fn push_blob(base: &str, name: &str, bytes: &[u8]) -> String {
-    let digest = digest(bytes);
-    let (status, headers, body) = call(
-        "POST",
-        &format!("{base}/v2/{name}/blobs/uploads/"),
-        &[],
-        b"",
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body:?}");
-    let location = absolute(base, headers[header::LOCATION].to_str().unwrap());
-    // The Location already carries `?_state=...`.
-    let separator = if location.contains('?') { '&' } else { '?' };
-    let (status, headers, body) = call(
-        "PUT",
-        &format!("{location}{separator}digest={digest}"),
-        &[("content-type", "application/octet-stream")],
-        bytes,
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body:?}");
-    assert_eq!(headers["docker-content-digest"], digest.as_str());
-    digest
-}
-
-/// PUT a manifest under a tag or a digest; the digest the registry gives back.
-pub(crate) async fn put_manifest(
-    base: &str,
-    name: &str,
-    reference: &str,
-    media_type: &str,
-    bytes: &[u8],
-) -> String {
-    let (status, headers, body) = call(
-        "PUT",
-        &format!("{base}/v2/{name}/manifests/{reference}"),
-        &[("content-type", media_type)],
-        bytes,
-    )
-    .await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    headers["docker-content-digest"]
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// An image manifest for one platform: its config blob, the shared layer, the manifest bytes.

@@ -20,7 +20,7 @@ fn fixtures() -> PathBuf {
 
 /// The stand-in scanner and its reports, copied to a directory of the test's own (it logs
 /// every scan beside itself).
-fn stand_in() -> tempfile::TempDir {
+pub(crate) fn stand_in() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let entry = entry.unwrap();

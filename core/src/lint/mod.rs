@@ -88,6 +88,9 @@ pub struct RenderSite {
     pub rendered_line: usize,
     /// The field's path in the rendered object, e.g. `spec.template.spec.containers[0]`.
     pub field: Option<String>,
+    /// The other roots and variants whose renders have this same finding at this same place
+    /// (a base that several overlays render), as `(root, variant)`: reported once.
+    pub also: Vec<(String, String)>,
 }
 
 impl Finding {
@@ -781,9 +784,17 @@ pub fn looks_like_helm_template(text: &str, stream: &yaml::Stream) -> bool {
 
 /// Map over items on every core, keeping their order.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    parallel_map_on(cores, items, f)
+}
+
+/// [`parallel_map`] on at most `threads` threads.
+pub fn parallel_map_on<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.max(1).min(items.len().max(1));
     if threads <= 1 {
         return items.iter().map(f).collect();
     }

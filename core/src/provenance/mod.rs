@@ -11,6 +11,7 @@
 //! chart's or kustomization's own file.
 
 pub mod fix;
+pub mod kustomize_fix;
 pub mod sentinel;
 
 use crate::lint::{Finding, RenderSite};
@@ -58,6 +59,7 @@ pub fn place(
             variant: variant.name.clone(),
             rendered_line: f.start.line,
             field: None,
+            also: Vec::new(),
         };
         let doc = stream.documents.get(f.document);
         let field = doc.and_then(|d| node_at(d, f.range).map(|n| (d, n)));
@@ -93,23 +95,12 @@ pub fn place(
         };
         let located = match (root.kind, &origin, field) {
             _ if from_values.is_some() => from_values,
-            (RootKind::Kustomize, Some(_), Some((d, n))) => {
-                // A patch that sets the field is where its value comes from.
-                let patched = root.patches.iter().rev().find_map(|p| {
-                    let text = read(p)?;
-                    locate(&SourceFile::new(p.clone(), text), d, n, true).map(|at| (p.clone(), at))
-                });
-                match patched {
-                    Some((p, at)) => {
-                        origin = Some(p);
-                        Some(at)
-                    }
-                    None => origin.as_ref().and_then(|path| {
-                        read(path).and_then(|text| {
-                            locate(&SourceFile::new(path.clone(), text), d, n, false)
-                        })
-                    }),
+            (RootKind::Kustomize, Some(path), Some((d, n))) => {
+                let site = kustomize_site(root, path, d, n, read);
+                if let Some(s) = &site {
+                    origin = Some(s.path.clone());
                 }
+                site.map(|s| (s.range, s.document))
             }
             (RootKind::Helm, Some(path), _) => read(path)
                 .and_then(|t| template_line(&t, &rendered.text, f.range.start()))
@@ -134,6 +125,64 @@ pub fn place(
         f.applicability = None;
         f.hit = None;
     }
+}
+
+/// Report once what several renders find at one place: a base that two overlays render has
+/// its finding at the same line of the base through both. Findings of different renders with
+/// the same rule, file, range, object kind, pod, container and message become the first of
+/// them, with the other roots and variants in [`RenderSite::also`]; within one render such
+/// findings are different objects (a template that loops), so the n-th of one render goes
+/// with the n-th of another. The order of the rest is kept.
+pub fn merge_renders(findings: &mut Vec<Finding>) {
+    use std::collections::HashMap;
+    type Place = (
+        String,
+        String,
+        usize,
+        usize,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let mut first: HashMap<(Place, usize), usize> = HashMap::new();
+    let mut seen: HashMap<(Place, String, String), usize> = HashMap::new();
+    let mut out: Vec<Finding> = Vec::with_capacity(findings.len());
+    for f in findings.drain(..) {
+        let Some(site) = &f.render else {
+            out.push(f);
+            continue;
+        };
+        let place = (
+            f.rule.clone(),
+            f.path.clone(),
+            f.range.start(),
+            f.range.end(),
+            f.object.as_ref().map(|o| o.kind.clone()),
+            f.pod.clone(),
+            f.container.clone(),
+            f.message.clone(),
+        );
+        let pair = (site.root.clone(), site.variant.clone());
+        let nth = seen
+            .entry((place.clone(), pair.0.clone(), pair.1.clone()))
+            .or_default();
+        let key = (place, *nth);
+        *nth += 1;
+        match first.get(&key) {
+            Some(&i) => {
+                let kept = out[i].render.as_mut().expect("a render's finding");
+                if !kept.also.contains(&pair) {
+                    kept.also.push(pair);
+                }
+            }
+            None => {
+                first.insert(key, out.len());
+                out.push(f);
+            }
+        }
+    }
+    *findings = out;
 }
 
 /// The template that produced the document at `offset`: the last `# Source:` before it,
@@ -220,6 +269,118 @@ fn matches_template(line: &str, text: &str) -> bool {
         }
     }
     true
+}
+
+/// Where a Kustomize-rendered field comes from in the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KustomizeSite {
+    pub path: String,
+    pub range: TextRange,
+    pub document: usize,
+    /// A patch of the root sets the field (else `path` is the origin resource).
+    pub patch: bool,
+    /// An `images:` entry of a kustomization sets the field (a container's image).
+    pub transformer: bool,
+}
+
+/// The file and place of the rendered `node`: the last patch of `root` that sets the field,
+/// else the field (or its deepest ancestor) in the `origin` resource file.
+pub(crate) fn kustomize_site(
+    root: &Root,
+    origin: &str,
+    doc: &Document,
+    node: NodeId,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Option<KustomizeSite> {
+    // A patch that sets the field is where its value comes from.
+    let patched = root.patches.iter().rev().find_map(|p| {
+        let text = read(p)?;
+        locate(&SourceFile::new(p.clone(), text), doc, node, true).map(|at| (p.clone(), at))
+    });
+    let (path, (range, document), patch) = match patched {
+        Some((p, at)) => (p, at, true),
+        None => {
+            let text = read(origin)?;
+            let at = locate(&SourceFile::new(origin, text.clone()), doc, node, false)?;
+            if let Some(site) = image_entry(root, &text[at.0.start()..at.0.end()], doc, node, read)
+            {
+                return Some(site);
+            }
+            (origin.to_string(), at, false)
+        }
+    };
+    Some(KustomizeSite {
+        path,
+        range,
+        document,
+        patch,
+        transformer: false,
+    })
+}
+
+/// The `images:` entry that rewrites the container image at `node`, whose origin file writes
+/// `written`: the entry's `newTag`, `digest` or `newName`, in the root's own kustomization
+/// first, then in the kustomizations it loads. `None` when the node is no container image or
+/// no entry names it.
+fn image_entry(
+    root: &Root,
+    written: &str,
+    doc: &Document,
+    node: NodeId,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Option<KustomizeSite> {
+    let segs = segments(doc, node);
+    let is_image = matches!(segs.last(), Some(Seg::Key(k)) if k == "image")
+        && segs.iter().rev().nth(2).is_some_and(|s| {
+            matches!(s, Seg::Key(k) if matches!(k.as_str(), "containers" | "initContainers" | "ephemeralContainers"))
+        });
+    if !is_image || written.contains('\n') {
+        return None;
+    }
+    let written = written.trim().trim_matches(['"', '\'']);
+    // The name an `images:` entry matches: the reference without its tag or digest.
+    let name = written.split('@').next().unwrap_or(written);
+    let name = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    };
+    let kustomizations = std::iter::once(&root.file).chain(
+        root.loads
+            .iter()
+            .filter(|f| *f != &root.file)
+            .filter(|f| crate::roots::KUSTOMIZATION_FILES.contains(&crate::roots::file_name(f))),
+    );
+    for file in kustomizations {
+        let Some(text) = read(file) else { continue };
+        let stream = yaml::parse(&text, &Limits::default());
+        let Some(d) = stream.documents.first() else {
+            continue;
+        };
+        let Some(top) = d.root() else { continue };
+        let Some(images) = d.get(top, "images") else {
+            continue;
+        };
+        for item in d.items(images) {
+            let Some(item) = d.resolve(*item) else {
+                continue;
+            };
+            if d.get(item, "name").and_then(|n| d.str_value(n)) != Some(name) {
+                continue;
+            }
+            let at = ["newTag", "digest", "newName"]
+                .iter()
+                .find_map(|k| d.get(item, k))
+                .unwrap_or(item);
+            return Some(KustomizeSite {
+                path: file.clone(),
+                range: d.node(at).range,
+                document: 0,
+                patch: false,
+                transformer: true,
+            });
+        }
+    }
+    None
 }
 
 /// The repository file the origin annotation of the object holding `node` names.
