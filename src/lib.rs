@@ -2,7 +2,8 @@
 //! (`kubeharden-core`, which lints and fixes text it is handed).
 //!
 //! - always: the command line's inputs and outputs (`main.rs` and `cli/`), and the Helm and
-//!   Kustomize renderers run as child processes (`renderers`);
+//!   Kustomize renderers run as child processes (`renderers`), and one rendering job as the
+//!   command line and the app both run it (`render_job`: render, then place the findings);
 //! - feature `images`: the OCI registry client (`oci`) and the vulnerability scanners run
 //!   as child processes (`scan`);
 //! - feature `app`: the GitHub App: the connections' timeouts and limits
@@ -14,6 +15,7 @@
 //!   server the API server calls.
 
 pub mod metrics;
+pub mod render_job;
 pub mod renderers;
 
 #[cfg(feature = "admission")]

@@ -48,6 +48,53 @@ struct Raw {
     workloads: Vec<KindEntry>,
     #[serde(default)]
     admission: Admission,
+    #[serde(default)]
+    render: RawRender,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRender {
+    #[serde(default)]
+    skip: Vec<String>,
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    values: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    enable_helm: bool,
+}
+
+/// A repository path named in the configuration, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPath {
+    /// Repository-relative, normalised (`./a/b/` is `a/b`; the top is empty).
+    pub path: String,
+    pub range: TextRange,
+}
+
+/// `render:`: which charts and kustomizations are rendered, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Render {
+    /// The configuration file these came from, where findings about them are reported.
+    pub file: String,
+    /// Root directories not rendered: their files are linted as written.
+    pub skip: Vec<ConfigPath>,
+    /// Directories rendered as roots though they would not be one (a chart vendored in
+    /// another chart's `charts/`).
+    pub add: Vec<ConfigPath>,
+    /// Per chart directory, values files (relative to the chart) each rendered as one more
+    /// variant.
+    pub values: Vec<(ConfigPath, Vec<ConfigPath>)>,
+    /// Kustomize's `--enable-helm`, for `helmCharts` vendored in the kustomization's
+    /// `charts/` (a chart it would download is never fetched).
+    pub enable_helm: bool,
+}
+
+impl Render {
+    pub fn skips(&self, dir: &str) -> bool {
+        self.skip.iter().any(|s| s.path == dir)
+    }
 }
 
 /// What only the admission webhook (`kubeharden admission`) reads: the linting settings above
@@ -217,6 +264,7 @@ pub struct Config {
     /// Kinds that run pods, as `rules/workloads/*.yaml` gives them.
     pub workloads: Vec<KindEntry>,
     pub admission: Admission,
+    pub render: Render,
     include_set: Option<GlobSet>,
     exclude_set: Option<GlobSet>,
 }
@@ -243,6 +291,83 @@ impl fmt::Display for ConfigError {
             write!(f, "{}:{}:{}: {}", self.path, p.line, p.column, p.message)?;
         }
         Ok(())
+    }
+}
+
+/// The `render:` section with each path normalised and placed; a path that is absolute or
+/// leaves the repository is a problem at its line.
+fn render_section(
+    file: &str,
+    doc: &yaml::Document,
+    root: yaml::NodeId,
+    raw: RawRender,
+    problem: &mut dyn FnMut(TextRange, String),
+) -> Render {
+    let section = doc.get(root, "render");
+    let items = |key: &str| -> Vec<TextRange> {
+        section
+            .and_then(|s| doc.get(s, key))
+            .map(|n| doc.items(n).iter().map(|&i| doc.node(i).range).collect())
+            .unwrap_or_default()
+    };
+    let mut place = |key: &str, base: &str, value: &str, range: TextRange| -> Option<ConfigPath> {
+        match crate::roots::join(base, value.trim_end_matches('/')) {
+            Some(path) => Some(ConfigPath { path, range }),
+            None => {
+                problem(
+                    range,
+                    format!("`render.{key}`: `{value}` is not a path inside the repository"),
+                );
+                None
+            }
+        }
+    };
+    let mut listed = |key: &str, values: Vec<String>| -> Vec<ConfigPath> {
+        let ranges = items(key);
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| place(key, "", v, ranges.get(i).copied().unwrap_or_default()))
+            .collect()
+    };
+    let skip = listed("skip", raw.skip);
+    let add = listed("add", raw.add);
+    let mut values = Vec::new();
+    let charts = section.and_then(|s| doc.get(s, "values"));
+    for (chart, files) in raw.values {
+        let entry = charts.and_then(|c| {
+            doc.entries(c)
+                .iter()
+                .find(|e| doc.key_str(e.key) == Some(chart.as_str()))
+                .map(|e| (doc.node(e.key).range, e.value))
+        });
+        let (key_range, value) = entry.map_or((TextRange::default(), None), |(r, v)| (r, Some(v)));
+        let ranges: Vec<TextRange> = value
+            .map(|v| doc.items(v).iter().map(|&i| doc.node(i).range).collect())
+            .unwrap_or_default();
+        let Some(dir) = place("values", "", &chart, key_range) else {
+            continue;
+        };
+        let files = files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                place(
+                    "values",
+                    &dir.path,
+                    f,
+                    ranges.get(i).copied().unwrap_or(key_range),
+                )
+            })
+            .collect();
+        values.push((dir, files));
+    }
+    Render {
+        file: file.to_string(),
+        skip,
+        add,
+        values,
+        enable_helm: raw.enable_helm,
     }
 }
 
@@ -420,6 +545,9 @@ impl Config {
                 Vec::new()
             }
         };
+        let render = render_section(path, doc, root, raw.render, &mut |range, message| {
+            problems.push(problem(range, message))
+        });
         if !problems.is_empty() {
             return Err(fail(problems));
         }
@@ -437,6 +565,7 @@ impl Config {
             max_file_size: raw.limits.max_file_size,
             workloads,
             admission: raw.admission,
+            render,
             include_set,
             exclude_set,
         })

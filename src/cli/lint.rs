@@ -75,7 +75,7 @@ pub fn run(args: LintArgs) -> Result<ExitCode> {
         config_root,
         settings,
     } = setup(&args.common)?;
-    let plan = super::render::plan(&args.paths, &args.render);
+    let plan = super::render::plan(&args.paths, &args.render, &config.render);
     let (mut files, io_errors) = collect_inputs(&args.paths, &config, config_root.as_deref());
     // What a render reads is linted through the render, once.
     files.retain(|f| !plan.consumed.contains(&f.path));

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use kubeharden::renderers::{self, Options, Tools};
-use kubeharden_core::config::ByteSize;
-use kubeharden_core::lint::{Finding, Linter, RENDER_FAILED, RENDER_SKIPPED, Report};
+use kubeharden::render_job;
+use kubeharden::renderers::{Options, Tools};
+use kubeharden_core::config::{self, ByteSize};
+use kubeharden_core::lint::{Linter, Report};
 use kubeharden_core::provenance;
-use kubeharden_core::roots::{self, Repo, Root};
-use kubeharden_core::source::{SourceFile, TextRange};
+use kubeharden_core::roots::{self, Problem, Repo, Root};
+use kubeharden_core::source::SourceFile;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RenderMode {
@@ -48,12 +49,16 @@ struct Tree {
     /// The argument as given, for display paths.
     dir: PathBuf,
     roots: Vec<Root>,
+    /// What is wrong with the configuration's `render:` section, as it applies here.
+    problems: Vec<Problem>,
 }
 
 /// The roots of the directory arguments, and the display paths of the files they read.
 pub struct Plan {
     trees: Vec<Tree>,
     pub consumed: BTreeSet<String>,
+    /// `render.enable-helm`.
+    kustomize_helm: bool,
 }
 
 /// How a repository-relative path of a tree is shown: as the directory walk shows it.
@@ -71,10 +76,13 @@ fn read_inside(top: &Path, rel: &str) -> Option<String> {
         .flatten()
 }
 
-pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
+/// The roots of each directory argument, as the configuration's `render:` adjusts them (its
+/// paths are relative to the directory linted, as they are to a repository's top).
+pub fn plan(paths: &[String], args: &RenderArgs, config: &config::Render) -> Plan {
     let mut plan = Plan {
         trees: Vec::new(),
         consumed: BTreeSet::new(),
+        kustomize_helm: config.enable_helm,
     };
     if args.render == RenderMode::Never {
         return plan;
@@ -87,7 +95,14 @@ pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
         let mut files = Vec::new();
         list(dir, dir, &mut files);
         let read = |rel: &str| read_inside(dir, rel);
-        let found = roots::discover(&Repo::new(files, &read));
+        // Findings about the configuration name it as the tree shows it.
+        let mut config = config.clone();
+        if let (Ok(file), Ok(top)) = (Path::new(&config.file).canonicalize(), dir.canonicalize())
+            && let Ok(rel) = file.strip_prefix(&top)
+        {
+            config.file = rel.to_string_lossy().replace('\\', "/");
+        }
+        let (found, problems) = roots::discover_with(&Repo::new(files, &read), &config);
         for root in &found {
             plan.consumed
                 .extend(root.loads.iter().map(|f| display(dir, f)));
@@ -95,6 +110,7 @@ pub fn plan(paths: &[String], args: &RenderArgs) -> Plan {
         plan.trees.push(Tree {
             dir: dir.to_path_buf(),
             roots: found,
+            problems,
         });
     }
     plan
@@ -125,12 +141,11 @@ fn list(top: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// What rendering added to a lint: the rendered outputs, to lint with the other files, and
-/// the findings about roots that did not render.
+/// What rendering added to a lint: each tree's rendered outputs (to lint with the other
+/// files) and what is needed to place their findings.
 pub struct Renders {
     pub files: Vec<SourceFile>,
-    sentinels: std::collections::HashMap<String, provenance::Sentinel>,
-    diagnostics: Vec<(PathBuf, String, TextRange, String, &'static str)>,
+    trees: Vec<render_job::Renders>,
 }
 
 pub fn render(
@@ -145,93 +160,35 @@ pub fn render(
             .render_max_output
             .map_or(Options::default().max_output, |s| s.0),
         kube_version,
+        kustomize_helm: plan.kustomize_helm,
         ..Options::default()
     };
-    let mut renders = Renders {
-        files: Vec::new(),
-        sentinels: Default::default(),
-        diagnostics: Vec::new(),
-    };
-    for tree in &plan.trees {
-        for root in &tree.roots {
-            for b in &root.blocked {
-                renders.diagnostics.push((
-                    tree.dir.clone(),
-                    b.path.clone(),
-                    b.range,
-                    b.message.clone(),
-                    RENDER_SKIPPED,
-                ));
-            }
-            for p in &root.problems {
-                renders.diagnostics.push((
-                    tree.dir.clone(),
-                    p.path.clone(),
-                    p.range,
-                    p.message.clone(),
-                    RENDER_FAILED,
-                ));
-            }
-        }
-        for r in renderers::render_all(&tree.dir, &tree.roots, &tools, &options) {
-            let root = &tree.roots[r.root];
-            let variant = &root.variants[r.variant];
-            match r.output {
-                Ok(output) => {
-                    let path = provenance::rendered_path(root, variant);
-                    if let Some(s) = output.sentinel {
-                        renders.sentinels.insert(path.clone(), s);
-                    }
-                    renders.files.push(SourceFile::new(path, output.text));
-                }
-                Err(why) => renders.diagnostics.push((
-                    tree.dir.clone(),
-                    root.file.clone(),
-                    TextRange::empty(0),
-                    format!("{} ({}) did not render: {why}", root.name(), variant.name),
-                    RENDER_FAILED,
-                )),
-            }
-        }
+    let trees: Vec<render_job::Renders> = plan
+        .trees
+        .iter()
+        .map(|tree| render_job::render(&tree.dir, &tree.roots, &tree.problems, &tools, &options))
+        .collect();
+    Renders {
+        files: trees.iter().flat_map(|t| t.files.iter().cloned()).collect(),
+        trees,
     }
-    renders
 }
 
 /// Move the findings on rendered output to the repository files they come from, and add the
 /// findings about roots that did not render.
 pub fn place(report: &mut Report, plan: &Plan, renders: &Renders, linter: &Linter) {
-    let by_path: std::collections::HashMap<&str, &SourceFile> =
-        renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    for tree in &plan.trees {
+    for (tree, rendered) in plan.trees.iter().zip(&renders.trees) {
         let read = |rel: &str| read_inside(&tree.dir, rel);
-        for root in &tree.roots {
-            for variant in &root.variants {
-                let name = provenance::rendered_path(root, variant);
-                let Some(file) = by_path.get(name.as_str()) else {
-                    continue;
-                };
-                let start = report.findings.iter().position(|f| f.path == name);
-                let Some(start) = start else { continue };
-                let end = start
-                    + report.findings[start..]
-                        .iter()
-                        .take_while(|f| f.path == name)
-                        .count();
-                let chunk: &mut [Finding] = &mut report.findings[start..end];
-                let sentinel = renders.sentinels.get(name.as_str());
-                provenance::place(chunk, root, variant, file, sentinel, &read);
-                for f in chunk.iter_mut() {
-                    f.path = display(&tree.dir, &f.path);
-                }
-            }
-        }
-    }
-    for (dir, path, range, message, rule) in &renders.diagnostics {
-        let text = read_inside(dir, path).unwrap_or_default();
-        let file = SourceFile::new(display(dir, path), text);
-        if let Some(f) = linter.diagnostic(&file, rule, *range, message.clone()) {
-            report.findings.push(f);
-        }
+        let show = |rel: &str| display(&tree.dir, rel);
+        let failed = render_job::place(
+            &mut report.findings,
+            &tree.roots,
+            rendered,
+            linter,
+            &read,
+            &show,
+        );
+        report.findings.extend(failed);
     }
     report.findings.sort_by(|a, b| {
         (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))

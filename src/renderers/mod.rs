@@ -70,6 +70,11 @@ pub struct Options {
     pub max_copy: u64,
     /// The Kubernetes version charts see in `.Capabilities`.
     pub kube_version: KubeVersion,
+    /// Renders run at once.
+    pub concurrency: usize,
+    /// Kustomize's `--enable-helm` (the repository's `render.enable-helm`): charts of
+    /// `helmCharts` inflated with `helm`, from the kustomization's vendored `charts/` only.
+    pub kustomize_helm: bool,
 }
 
 impl Default for Options {
@@ -79,6 +84,8 @@ impl Default for Options {
             max_output: 64 * 1024 * 1024,
             max_copy: 256 * 1024 * 1024,
             kube_version: KubeVersion::NEWEST,
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kustomize_helm: false,
         }
     }
 }
@@ -99,8 +106,8 @@ pub struct Output {
     pub sentinel: Option<Sentinel>,
 }
 
-/// Render every variant of every root that is not blocked, on every core. `repo` is the
-/// directory the roots' paths are relative to.
+/// Render every variant of every root that is not blocked, `options.concurrency` at once.
+/// `repo` is the directory the roots' paths are relative to.
 pub fn render_all(repo: &Path, roots: &[Root], tools: &Tools, options: &Options) -> Vec<Rendered> {
     let jobs: Vec<(usize, usize)> = roots
         .iter()
@@ -108,10 +115,12 @@ pub fn render_all(repo: &Path, roots: &[Root], tools: &Tools, options: &Options)
         .filter(|(_, r)| r.blocked.is_empty() && r.problems.is_empty())
         .flat_map(|(i, r)| (0..r.variants.len()).map(move |v| (i, v)))
         .collect();
-    kubeharden_core::lint::parallel_map(&jobs, |&(root, variant)| Rendered {
-        root,
-        variant,
-        output: render(repo, &roots[root], variant, tools, options),
+    kubeharden_core::lint::parallel_map_on(options.concurrency, &jobs, |&(root, variant)| {
+        Rendered {
+            root,
+            variant,
+            output: render(repo, &roots[root], variant, tools, options),
+        }
     })
 }
 
@@ -142,7 +151,8 @@ pub fn render(
             let kustomize = tools.kustomize.as_ref().ok_or(
                 "neither kustomize nor kubectl is installed (or on PATH); install one or name it with --kustomize",
             )?;
-            let text = kustomize::render(kustomize, root, &scratch, options)?;
+            let helm = tools.helm.as_deref().filter(|_| options.kustomize_helm);
+            let text = kustomize::render(kustomize, helm, root, &scratch, options)?;
             Ok(Output {
                 text,
                 sentinel: None,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::kubeharden;
 
-fn tools() -> bool {
+pub(super) fn tools() -> bool {
     let found = |name: &str| {
         std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
@@ -25,7 +25,7 @@ fn tools() -> bool {
     ok
 }
 
-fn write(dir: &Path, files: &[(&str, &str)]) {
+pub(super) fn write(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -33,7 +33,7 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-fn lint_json(dir: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
+pub(super) fn lint_json(dir: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
     let mut args = vec!["lint", "--format", "json", "."];
     args.extend_from_slice(extra);
     let out = kubeharden(&args, dir);
@@ -513,4 +513,136 @@ fn a_field_an_overlay_patch_sets_points_at_the_patch_line() {
     assert_eq!(at("api"), ("prod/privileged.yaml".to_string(), 10));
     // A container no patch touches stays in the base, at its own entry.
     assert_eq!(at("log"), ("base/deploy.yaml".to_string(), 13));
+}
+
+#[test]
+fn the_configuration_skips_roots_adds_values_files_and_names_its_own_mistakes() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                ".github/kubeharden.yaml",
+                "render:\n  skip: [legacy]\n  values:\n    web: [prod-values.yaml, missing.yaml]\n  add: [nothing-here]\n",
+            ),
+            ("web/Chart.yaml", CHART),
+            ("web/values.yaml", "image: nginx:1.27\nprivileged: false\n"),
+            ("web/prod-values.yaml", "privileged: true\n"),
+            ("web/templates/deployment.yaml", TEMPLATE),
+            ("legacy/Chart.yaml", CHART),
+            (
+                "legacy/values.yaml",
+                "image: nginx:1.27\nprivileged: true\n",
+            ),
+            ("legacy/templates/deployment.yaml", TEMPLATE),
+        ],
+    );
+    let (findings, _) = lint_json(dir.path(), &[]);
+    let privileged: Vec<(&str, &str)> = findings
+        .iter()
+        .filter(|f| f["rule"] == "privileged-container")
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap(),
+                f["variant"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // The configured values file is one more variant; the skipped chart is not rendered (its
+    // template is skipped as written, as any Helm template outside a render).
+    assert_eq!(
+        privileged,
+        [("web/templates/deployment.yaml", "prod-values.yaml")],
+        "{findings:#?}"
+    );
+    let config: Vec<String> = rules_at(&findings, ".github/kubeharden.yaml");
+    assert_eq!(
+        config,
+        ["4:render-failed", "5:render-failed"],
+        "{findings:#?}"
+    );
+    let messages: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["path"] == ".github/kubeharden.yaml")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(messages[0].contains("web/missing.yaml"), "{messages:?}");
+    assert!(messages[1].contains("nothing-here"), "{messages:?}");
+}
+
+#[test]
+fn a_configuration_path_outside_the_repository_is_an_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            ".github/kubeharden.yaml",
+            "render:\n  skip:\n    - ok\n    - ../elsewhere\n",
+        )],
+    );
+    let out = kubeharden(&["lint", "."], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(".github/kubeharden.yaml:4:") && err.contains("`render.skip`"),
+        "{err}"
+    );
+}
+
+const HELM_KUSTOMIZATION: &str =
+    "helmCharts:\n  - name: web\n    releaseName: shop\n    valuesFile: web-values.yaml\n";
+
+#[test]
+fn enable_helm_inflates_a_vendored_chart_and_blocks_one_it_would_download() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (".github/kubeharden.yaml", "render:\n  enable-helm: true\n"),
+            ("app/kustomization.yaml", HELM_KUSTOMIZATION),
+            (
+                "app/web-values.yaml",
+                "image: nginx:1.27\nprivileged: true\n",
+            ),
+            ("app/charts/web/Chart.yaml", CHART),
+            (
+                "app/charts/web/values.yaml",
+                "image: nginx:1.27\nprivileged: false\n",
+            ),
+            ("app/charts/web/templates/deployment.yaml", TEMPLATE),
+            (
+                "remote/kustomization.yaml",
+                "helmCharts:\n  - name: podinfo\n    repo: https://stefanprodan.github.io/podinfo\n    version: 6.7.0\n",
+            ),
+        ],
+    );
+    let started = Instant::now();
+    let (findings, _) = lint_json(dir.path(), &[]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let privileged: Vec<(&str, &str)> = findings
+        .iter()
+        .filter(|f| f["rule"] == "privileged-container")
+        .map(|f| (f["path"].as_str().unwrap(), f["root"].as_str().unwrap()))
+        .collect();
+    assert_eq!(privileged.len(), 1, "{findings:#?}");
+    assert_eq!(privileged[0].1, "app");
+    let skipped = rules_at(&findings, "remote/kustomization.yaml");
+    assert_eq!(skipped, ["2:render-skipped"], "{findings:#?}");
+    // Without the opt-in, helmCharts are not inflated at all.
+    std::fs::remove_file(dir.path().join(".github/kubeharden.yaml")).unwrap();
+    let (findings, _) = lint_json(dir.path(), &[]);
+    assert!(
+        findings.iter().all(|f| f["rule"] != "privileged-container"),
+        "{findings:#?}"
+    );
+    assert_eq!(
+        rules_at(&findings, "app/kustomization.yaml"),
+        ["1:render-skipped"]
+    );
 }

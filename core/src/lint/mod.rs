@@ -784,9 +784,17 @@ pub fn looks_like_helm_template(text: &str, stream: &yaml::Stream) -> bool {
 
 /// Map over items on every core, keeping their order.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    parallel_map_on(cores, items, f)
+}
+
+/// [`parallel_map`] on at most `threads` threads.
+pub fn parallel_map_on<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.max(1).min(items.len().max(1));
     if threads <= 1 {
         return items.iter().map(f).collect();
     }

@@ -19,8 +19,10 @@ pub fn file_of(repo: &Repo, dir: &str) -> Option<String> {
         .find(|p| repo.is_file(p))
 }
 
-/// The root at `dir`; `None` for a `kind: Component`.
-pub(super) fn root(repo: &Repo, dir: &str) -> Option<Root> {
+/// The root at `dir`; `None` for a `kind: Component`. With `enable_helm`, `helmCharts`
+/// vendored in the kustomization's chart home are inflated; without it (or for a chart that
+/// would be downloaded) they are blocked.
+pub(super) fn root(repo: &Repo, dir: &str, enable_helm: bool) -> Option<Root> {
     let file = file_of(repo, dir)?;
     let mut root = Root {
         kind: RootKind::Kustomize,
@@ -40,6 +42,7 @@ pub(super) fn root(repo: &Repo, dir: &str) -> Option<Root> {
     };
     let mut walk = Walk {
         repo,
+        enable_helm,
         seen: BTreeSet::new(),
         root: &mut root,
     };
@@ -56,6 +59,7 @@ enum Kind {
 
 struct Walk<'a, 'r> {
     repo: &'a Repo<'a>,
+    enable_helm: bool,
     seen: BTreeSet<String>,
     root: &'r mut Root,
 }
@@ -148,16 +152,84 @@ impl Walk<'_, '_> {
                 }
             }
         }
-        if let Some(charts) = doc.get(map, "helmCharts") {
+        if let Some(charts) = doc.get(map, "helmCharts")
+            && self.enable_helm
+        {
+            self.helm_charts(dir, &file, doc, map, charts);
+        } else if let Some(charts) = doc.get(map, "helmCharts") {
             self.root.blocked.push(Blocked {
                 path: file.clone(),
                 range: doc.node(doc.key_of(charts).unwrap_or(charts)).range,
                 message: format!(
-                    "{file} inflates Helm charts (`helmCharts`), which needs Kustomize's --enable-helm and usually the network; it is off when rendering"
+                    "{file} inflates Helm charts (`helmCharts`), which needs Kustomize's --enable-helm; it is off unless the repository's configuration sets `render.enable-helm` (for charts vendored in the kustomization)"
                 ),
             });
         }
         Some(kind)
+    }
+
+    /// With `--enable-helm`: each chart of `helmCharts` must be vendored where Kustomize looks
+    /// before it downloads (`<chartHome>/<name>`, or `<chartHome>/<name>-<version>/<name>`
+    /// when a version is given; chartHome is `charts` unless `helmGlobals.chartHome` says),
+    /// and is then read with its values files; any other is blocked.
+    fn helm_charts(
+        &mut self,
+        dir: &str,
+        file: &str,
+        doc: &crate::yaml::Document,
+        map: crate::yaml::NodeId,
+        charts: crate::yaml::NodeId,
+    ) {
+        let home = doc
+            .get_path(map, &["helmGlobals", "chartHome"])
+            .and_then(|n| doc.str_value(n))
+            .unwrap_or("charts");
+        let Some(home) = join(dir, home) else {
+            self.root.problems.push(Problem {
+                path: file.to_string(),
+                range: doc.node(charts).range,
+                message: format!("{file}: `helmGlobals.chartHome` is outside the repository"),
+            });
+            return;
+        };
+        for chart in doc.items(charts).iter().filter_map(|i| doc.resolve(*i)) {
+            let str_of = |key: &str| doc.get(chart, key).and_then(|n| doc.str_value(n));
+            let range = doc.node(chart).range;
+            let Some(name) = str_of("name") else {
+                continue;
+            };
+            let mut places = vec![format!("{home}/{name}")];
+            if let Some(v) = str_of("version") {
+                places.insert(0, format!("{home}/{name}-{v}/{name}"));
+            }
+            let vendored = places
+                .into_iter()
+                .find(|p| self.repo.is_file(&format!("{p}/Chart.yaml")));
+            let Some(vendored) = vendored else {
+                let from = str_of("repo").unwrap_or("no repository");
+                self.root.blocked.push(Blocked {
+                    path: file.to_string(),
+                    range,
+                    message: format!(
+                        "{file} inflates the chart `{name}` ({from}), which is not vendored in {home}/; charts are never downloaded when rendering"
+                    ),
+                });
+                continue;
+            };
+            let under: Vec<String> = self
+                .repo
+                .files_under(&vendored)
+                .map(str::to_string)
+                .collect();
+            self.root.loads.extend(under);
+            for (value, range) in strings(doc, chart, "valuesFile").into_iter().chain(strings(
+                doc,
+                chart,
+                "additionalValuesFiles",
+            )) {
+                self.reference(dir, file, &value, range, false);
+            }
+        }
     }
 
     fn reference(&mut self, dir: &str, file: &str, value: &str, range: TextRange, dirs_ok: bool) {

@@ -128,6 +128,105 @@ impl Root {
 /// roots; they render through the kustomizations that use them. A chart vendored inside
 /// another chart's `charts/` renders through its parent.
 pub fn discover(repo: &Repo) -> Vec<Root> {
+    discover_with(repo, &crate::config::Render::default()).0
+}
+
+/// [`discover`] as a repository's `render:` configuration adjusts it: roots skipped and
+/// added, values files that are one more variant each, Kustomize's Helm inflation. Beside the
+/// roots, the problems of the configuration itself (a root to add that is none, values for a
+/// directory that is no chart), each at its line of the configuration file.
+pub fn discover_with(repo: &Repo, config: &crate::config::Render) -> (Vec<Root>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut roots = found(repo, config);
+    roots.retain(|r| !config.skips(&r.dir));
+    // A chart a kustomization inflates renders through it, with the values it gives.
+    let inflated: BTreeSet<String> = roots
+        .iter()
+        .filter(|r| r.kind == RootKind::Kustomize)
+        .flat_map(|r| {
+            r.loads
+                .iter()
+                .filter(|f| file_name(f) == "Chart.yaml")
+                .cloned()
+        })
+        .collect();
+    roots.retain(|r| r.kind != RootKind::Helm || !inflated.contains(&r.file));
+    let charts: Vec<String> = roots
+        .iter()
+        .filter(|r| r.kind == RootKind::Helm)
+        .map(|r| r.dir.clone())
+        .chain(config.add.iter().map(|a| a.path.clone()))
+        .collect();
+    for add in &config.add {
+        if roots.iter().any(|r| r.dir == add.path) {
+            continue;
+        }
+        let chart = format!("{}Chart.yaml", prefix(&add.path));
+        if repo.is_file(&chart) {
+            let apps = helm::deployments(repo, &charts);
+            roots.push(helm::root(repo, &add.path, &apps));
+        } else if let Some(root) = kustomize::root(repo, &add.path, config.enable_helm) {
+            roots.push(root);
+        } else {
+            problems.push(Problem {
+                path: config.file.clone(),
+                range: add.range,
+                message: format!(
+                    "`render.add` names `{}`, which holds no Chart.yaml and no kustomization to render",
+                    add.path
+                ),
+            });
+        }
+    }
+    for (chart, files) in &config.values {
+        let Some(root) = roots
+            .iter_mut()
+            .find(|r| r.kind == RootKind::Helm && r.dir == chart.path)
+        else {
+            if !config.skips(&chart.path) {
+                problems.push(Problem {
+                    path: config.file.clone(),
+                    range: chart.range,
+                    message: format!(
+                        "`render.values` names `{}`, which is no chart (no Chart.yaml there)",
+                        chart.path
+                    ),
+                });
+            }
+            continue;
+        };
+        let release = root
+            .variants
+            .first()
+            .map_or_else(|| file_name(&root.dir).to_string(), |v| v.release.clone());
+        for f in files {
+            if !repo.is_file(&f.path) {
+                problems.push(Problem {
+                    path: config.file.clone(),
+                    range: f.range,
+                    message: format!("`render.values`: there is no file `{}`", f.path),
+                });
+                continue;
+            }
+            root.loads.insert(f.path.clone());
+            root.variants.push(Variant {
+                name: f
+                    .path
+                    .strip_prefix(&prefix(&root.dir))
+                    .unwrap_or(&f.path)
+                    .to_string(),
+                values_files: vec![f.path.clone()],
+                inline_values: None,
+                release: release.clone(),
+                namespace: None,
+            });
+        }
+    }
+    roots.sort_by(|a, b| (&a.dir, a.kind).cmp(&(&b.dir, b.kind)));
+    (roots, problems)
+}
+
+fn found(repo: &Repo, config: &crate::config::Render) -> Vec<Root> {
     let charts: Vec<String> = repo
         .files()
         .filter(|f| file_name(f) == "Chart.yaml")
@@ -147,7 +246,7 @@ pub fn discover(repo: &Repo) -> Vec<Root> {
     for f in repo.files() {
         if KUSTOMIZATION_FILES.contains(&file_name(f)) && seen.insert(parent(f).to_string()) {
             let dir = parent(f);
-            if let Some(root) = kustomize::root(repo, dir) {
+            if let Some(root) = kustomize::root(repo, dir, config.enable_helm) {
                 roots.push(root);
             }
         }
