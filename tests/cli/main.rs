@@ -1,5 +1,6 @@
 //! The `kubeharden` command line, run as a user runs it.
 
+mod kustomize_fix;
 mod readme;
 mod render;
 mod workloads;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::kubeharden;
 
-fn tools() -> bool {
+pub(super) fn tools() -> bool {
     let found = |name: &str| {
         std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
@@ -25,7 +25,7 @@ fn tools() -> bool {
     ok
 }
 
-fn write(dir: &Path, files: &[(&str, &str)]) {
+pub(super) fn write(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -33,7 +33,7 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-fn lint_json(dir: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
+pub(super) fn lint_json(dir: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
     let mut args = vec!["lint", "--format", "json", "."];
     args.extend_from_slice(extra);
     let out = kubeharden(&args, dir);
