@@ -44,6 +44,8 @@ pub struct Launch {
     pub scanner: Option<Arc<Scanner>>,
     pub oci_client: Option<Arc<OciClient>>,
     pub oci_private_hosts: Vec<String>,
+    /// How pull requests' charts and kustomizations are rendered.
+    pub render: Arc<crate::pipeline::RenderSettings>,
     /// What a client may cost; [`edge::serve`] serves the router under them.
     pub limits: edge::Limits,
 }
@@ -68,6 +70,7 @@ impl Launch {
             scanner: self.scanner.clone(),
             oci_client: self.oci_client.clone(),
             oci_private_hosts: self.oci_private_hosts.clone(),
+            render: self.render.clone(),
         });
         let state = ServerState::new(
             credentials.webhook_secret(),

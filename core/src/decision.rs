@@ -307,8 +307,10 @@ impl ImageDecision {
                 code(name),
                 text(problem)
             ),
+            // Why the only offer is an unsafe one, and why that ID: a reviewer deciding
+            // whether to apply it needs both, and what would make it unnecessary.
             UserVerdict::Root { why } => format!(
-                "{}: `runAsNonRoot: true` alone would stop the pod, so the suggestion also sets runAsUser/runAsGroup {NONROOT_ID}, which is unsafe: that user may not be able to read or write the image's files",
+                "{}: `runAsNonRoot: true` alone would stop the pod (the kubelet refuses to start a container whose user is root), so it is offered only as an unsafe fix that also sets runAsUser/runAsGroup {NONROOT_ID}, the unprivileged ID distroless images use; unsafe because the image was built for root and that user may not be able to read or write its files; a USER with a non-zero UID in the image makes the fix safe",
                 text(why)
             ),
             UserVerdict::NotChecked { why } => text(why),

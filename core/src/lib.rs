@@ -20,6 +20,7 @@ pub mod lint;
 pub mod markdown;
 pub mod object;
 pub mod parsed;
+pub mod policy_cel;
 pub mod provenance;
 pub mod render;
 pub mod review;

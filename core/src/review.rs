@@ -122,13 +122,61 @@ fn fingerprint(path: &str, findings: &[&Finding]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
+/// What rendering the charts and kustomizations a pull request reaches gave the review: the
+/// findings of their output, already on repository lines, and what to say about each root.
+#[derive(Debug, Clone, Default)]
+pub struct RenderedChange {
+    pub findings: Vec<Finding>,
+    /// Files the renders read: linted through them, not on their own.
+    pub consumed: std::collections::BTreeSet<String>,
+    pub roots: Vec<RootLine>,
+    /// The patch of every changed file (templates and values files too), for the hunks.
+    pub patches: BTreeMap<String, String>,
+    /// Rendered outputs linted, and the workloads in them.
+    pub files: usize,
+    pub workloads: usize,
+    /// Why nothing was rendered, when so (a tree too large to list).
+    pub note: Option<String>,
+}
+
+/// One variant of one root, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootLine {
+    pub root: String,
+    pub variant: String,
+    /// `rendered`, or `render-failed`/`render-skipped` with the reason.
+    pub status: String,
+}
+
 /// Plan the review of the changed files.
 pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
+    plan_rendered(linter, files, &RenderedChange::default())
+}
+
+/// [`plan`] with what rendering gave: rendered findings inside the diff are inline comments,
+/// all are annotations, and the summary lists each root and variant.
+pub fn plan_rendered(
+    linter: &Linter<'_>,
+    files: &[PrFile],
+    rendered: &RenderedChange,
+) -> ReviewPlan {
+    let files: Vec<PrFile> = files
+        .iter()
+        .filter(|f| !rendered.consumed.contains(&f.path))
+        .cloned()
+        .collect();
+    let files = files.as_slice();
     let parsed: Vec<Parsed> = files
         .iter()
         .map(|f| Parsed::new(f.source(), &linter.settings.limits))
         .collect();
-    let (report, file_linter) = linter.lint_change(&parsed);
+    let (mut report, file_linter) = linter.lint_change(&parsed);
+    report.files += rendered.files;
+    report.workloads += rendered.workloads;
+    report.findings.extend(rendered.findings.iter().cloned());
+    report.findings.sort_by(|a, b| {
+        (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))
+    });
     let linter = &file_linter;
     let mut comments = Vec::new();
     let mut fingerprints = Vec::new();
@@ -237,6 +285,31 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
             fingerprint,
         });
     }
+    // A rendered finding inside the diff of the file it is placed in (a values file, a patch,
+    // a template) is a comment on that line; the fix belongs to the source, not shown here.
+    for f in &rendered.findings {
+        let Some(patch) = rendered.patches.get(&f.path) else {
+            continue;
+        };
+        let fingerprint = fingerprint(&f.path, &[f]);
+        if fingerprints.contains(&fingerprint) {
+            continue;
+        }
+        fingerprints.push(fingerprint.clone());
+        if !parse_hunks(patch)
+            .iter()
+            .any(|h| h.start <= f.start.line && f.start.line <= h.end)
+        {
+            continue;
+        }
+        comments.push(InlineComment {
+            path: f.path.clone(),
+            start_line: None,
+            line: f.start.line,
+            body: rendered_body(linter.registry, f, &fingerprint),
+            fingerprint,
+        });
+    }
     let threshold = linter.settings.fail_on;
     let conclusion = if report.failed(threshold) {
         Conclusion::Failure
@@ -266,8 +339,9 @@ pub fn plan(linter: &Linter<'_>, files: &[PrFile]) -> ReviewPlan {
         .collect();
     let total_comments = comments.len();
     comments.truncate(MAX_COMMENTS);
-    let (check_title, check_summary) =
+    let (check_title, mut check_summary) =
         summary(&report, fixable, committable, safe_fixable, threshold);
+    check_summary.push_str(&roots_summary(rendered));
     let mut body = String::new();
     if !report.findings.is_empty() {
         body = format!("## KubeHarden: {check_title}\n\n{check_summary}");
@@ -429,6 +503,63 @@ fn comment_body(
         "\n{suggestion}\n\n{FINGERPRINT_PREFIX}{fingerprint} -->"
     );
     body
+}
+
+fn rendered_body(registry: &Registry, f: &Finding, fingerprint: &str) -> String {
+    let rule = registry.get(&f.rule).map_or_else(
+        || format!("`{}`", f.rule),
+        |r| format!("[`{}`]({})", r.id, r.docs_url()),
+    );
+    let mut body = format!("**KubeHarden** {rule}: {}", escape(&f.message));
+    if let Some(subject) = f.subject() {
+        let _ = write!(body, " ({})", escape(&subject));
+    }
+    if let Some(site) = &f.render {
+        let _ = write!(
+            body,
+            "\n\nFound in the render of {} ({})",
+            code(&site.root),
+            escape(&site.variant)
+        );
+        if let Some(field) = &site.field {
+            let _ = write!(body, " at {}", code(field));
+        }
+        body.push('.');
+    }
+    let _ = write!(body, "\n\n{FINGERPRINT_PREFIX}{fingerprint} -->");
+    clip(&body, MAX_BODY)
+}
+
+/// The rendered roots and variants, one line each; empty when nothing was rendered.
+fn roots_summary(rendered: &RenderedChange) -> String {
+    let mut s = String::new();
+    if let Some(note) = &rendered.note {
+        let _ = write!(
+            s,
+            "\n\nCharts and kustomizations were not rendered: {}.",
+            escape(note)
+        );
+    }
+    if rendered.roots.is_empty() {
+        return s;
+    }
+    let _ = write!(
+        s,
+        "\n\nRendered for this change:\n\n| root | variant | |\n|---|---|---|\n"
+    );
+    for r in rendered.roots.iter().take(MAX_TABLE_ROWS) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            code(&r.root).replace('|', "\\|"),
+            escape(&r.variant),
+            escape(&r.status)
+        );
+    }
+    if rendered.roots.len() > MAX_TABLE_ROWS {
+        let _ = writeln!(s, "\n…and {} more.", rendered.roots.len() - MAX_TABLE_ROWS);
+    }
+    s
 }
 
 /// Rows of the vulnerability table in a comment.

@@ -75,6 +75,17 @@ impl LocationPath {
         })
     }
 
+    /// The keys of a path that reaches one node (no `*`, no `[]`); `None` for a wild one.
+    pub fn plain_keys(&self) -> Option<Vec<&str>> {
+        self.steps
+            .iter()
+            .map(|s| match s {
+                Step::Key(k) => Some(k.as_str()),
+                Step::AnyKey | Step::Items => None,
+            })
+            .collect()
+    }
+
     /// Whether the path can reach more than one node.
     fn is_wild(&self) -> bool {
         self.steps.iter().any(|s| !matches!(s, Step::Key(_)))
@@ -357,11 +368,13 @@ impl WorkloadKinds {
     }
 
     fn entry(&self, object: &Object) -> Option<&KindEntry> {
-        let group = api_group(&object.info.api_version);
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.matches(group, &object.info.kind))
+        self.find(api_group(&object.info.api_version), &object.info.kind)
+    }
+
+    /// The entry that says where a kind of an API group (`""` for the core group) keeps its
+    /// pods: the last one given for it.
+    pub fn find(&self, group: &str, kind: &str) -> Option<&KindEntry> {
+        self.entries.iter().rev().find(|e| e.matches(group, kind))
     }
 
     /// Each kind with where its entry came from, for listings.

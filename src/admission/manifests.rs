@@ -28,20 +28,10 @@ pub struct Target {
 const PROFILES: [Profile; 3] = [Profile::Baseline, Profile::Restricted, Profile::Nsa];
 const MODES: [Mode; 3] = [Mode::Enforce, Mode::Warn, Mode::Audit];
 
-/// The API group and resource of each pod-bearing kind the linter knows. A kind the linter
-/// learns without an entry here is not sent to the webhook: the test that every kind has one
-/// keeps them together.
-pub const RESOURCES: [(&str, &str, &str); 9] = [
-    ("Pod", "", "pods"),
-    ("Deployment", "apps", "deployments"),
-    ("StatefulSet", "apps", "statefulsets"),
-    ("DaemonSet", "apps", "daemonsets"),
-    ("ReplicaSet", "apps", "replicasets"),
-    ("ReplicationController", "", "replicationcontrollers"),
-    ("Job", "batch", "jobs"),
-    ("CronJob", "batch", "cronjobs"),
-    ("PodTemplate", "", "podtemplates"),
-];
+/// The API group and resource of each pod-bearing kind the linter knows, shared with the
+/// admission policy. A kind the linter learns without an entry there is not sent to the
+/// webhook: the test that every kind has one keeps them together.
+pub use kubeharden_core::policy_cel::RESOURCES;
 
 /// Kubernetes' own API groups. Operators' kinds (`rules/workloads/`) are linted when sent, but
 /// routing them needs their resource names, which the workload data does not hold yet.

@@ -23,6 +23,27 @@ enum AdmissionCommand {
     /// Print the ValidatingWebhookConfiguration and MutatingWebhookConfiguration (one entry
     /// per mode and profile, routed by namespace labels) for `kubectl apply -f -`.
     Manifests(ManifestsArgs),
+    /// Print a ValidatingAdmissionPolicy and its binding whose CEL implements the profile's
+    /// rules, for clusters that enforce without the webhook (Kubernetes 1.30 or later).
+    Policy(PolicyArgs),
+}
+
+#[derive(clap::Args)]
+struct PolicyArgs {
+    /// The rules' profile: baseline, restricted or nsa.
+    #[arg(long)]
+    profile: kubeharden_core::rules::Profile,
+    /// The Kubernetes version whose controls apply (the newest known by default); the
+    /// binding then selects namespaces labelled with it.
+    #[arg(long)]
+    version: Option<kubeharden_core::k8s::KubeVersion>,
+    /// What the binding does with a failed rule: enforce (Deny), warn or audit; it selects
+    /// namespaces labelled `kubeharden.dev/<mode>=<profile>`.
+    #[arg(long, default_value = "enforce")]
+    mode: kubeharden_core::policy_cel::Action,
+    /// Directory of rule files that add to or override the built-in rules.
+    #[arg(long)]
+    rules: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -92,8 +113,30 @@ pub fn run(args: AdmissionArgs) -> Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Some(AdmissionCommand::Policy(p)) => policy(p),
         None => serve(args.serve),
     }
+}
+
+fn policy(args: PolicyArgs) -> Result<ExitCode> {
+    let registry = super::registry(args.rules.as_deref())?;
+    let policy = kubeharden_core::policy_cel::generate(&registry, args.profile, args.version)
+        .context("cannot write the policy")?;
+    let mut command = format!(
+        "kubeharden admission policy --profile {}",
+        args.profile.as_str()
+    );
+    if let Some(v) = args.version {
+        command += &format!(" --version {v}");
+    }
+    if args.mode != kubeharden_core::policy_cel::Action::Enforce {
+        command += &format!(" --mode {}", args.mode.as_str());
+    }
+    if let Some(dir) = &args.rules {
+        command += &format!(" --rules {}", dir.display());
+    }
+    print!("{}", policy.render(args.mode, &command));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {

@@ -57,6 +57,24 @@ pub struct ServeArgs {
     /// Directory of rule files that add to or override the built-in rules.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// The helm program pull requests' charts are rendered with (default: `helm` on PATH).
+    #[arg(long, env = "HELM", value_name = "PATH")]
+    helm: Option<PathBuf>,
+    /// The kustomize program, or kubectl (default: `kustomize` on PATH, else `kubectl`).
+    #[arg(long, env = "KUSTOMIZE", value_name = "PATH")]
+    kustomize: Option<PathBuf>,
+    /// Seconds one render may take before it is stopped and reported as render-failed.
+    #[arg(long, env = "RENDER_TIMEOUT", default_value_t = 60.0)]
+    render_timeout: f64,
+    /// The largest output one render may print (e.g. 64MiB, the default).
+    #[arg(long, env = "RENDER_MAX_OUTPUT", value_name = "SIZE")]
+    render_max_output: Option<kubeharden_core::config::ByteSize>,
+    /// Renders run at once by this process, over all its jobs' pull requests.
+    #[arg(long, env = "RENDER_CONCURRENCY", default_value_t = 2)]
+    render_concurrency: usize,
+    /// Lint pull requests' files as written: charts and kustomizations are not rendered.
+    #[arg(long, env = "NO_RENDER")]
+    no_render: bool,
     /// Where the app keeps its state: the credentials file written by the setup flow.
     #[arg(long, env = "DATA_DIR", default_value = ".")]
     data_dir: PathBuf,
@@ -253,6 +271,23 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             scanner: args.scanner.scanner(None),
             oci_client: args.oci.client()?,
             oci_private_hosts: args.oci.registry_private_hosts.clone(),
+            render: std::sync::Arc::new(kubeharden::pipeline::RenderSettings {
+                tools: kubeharden::renderers::Tools::find(
+                    args.helm.as_deref(),
+                    args.kustomize.as_deref(),
+                ),
+                options: kubeharden::renderers::Options {
+                    timeout: std::time::Duration::from_secs_f64(args.render_timeout.max(0.001)),
+                    max_output: args
+                        .render_max_output
+                        .map_or(kubeharden::renderers::Options::default().max_output, |s| {
+                            s.0
+                        }),
+                    concurrency: args.render_concurrency.max(1),
+                    ..kubeharden::renderers::Options::default()
+                },
+                disabled: args.no_render,
+            }),
             limits: limits.clone(),
         };
         let router = match credentials {

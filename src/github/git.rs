@@ -43,6 +43,24 @@ pub struct TreeEntry {
     pub sha: String,
 }
 
+/// An entry of a recursive tree listing, as GitHub's `git-tree` schema has it: every field is
+/// optional there, and `size` is given for blobs only.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListedEntry {
+    pub path: Option<String>,
+    pub mode: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub sha: Option<String>,
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecursiveTree {
+    pub tree: Vec<ListedEntry>,
+    pub truncated: bool,
+}
+
 impl RepoClient {
     /// A blob's text by its sha (immutable, so safe to fetch once and in any order).
     pub async fn blob(&self, sha: &str) -> Result<Vec<u8>, GitHubError> {
@@ -74,6 +92,17 @@ impl RepoClient {
         }
         let path = format!("{}/git/trees/{}", self.repo_path(), encode_path(sha));
         Ok(self.call::<Tree>(Method::GET, &path, None).await?.tree)
+    }
+
+    /// Every entry of a commit's tree, recursively (GitHub takes a commit sha where a tree sha
+    /// is asked for). `truncated` when GitHub stopped listing (over 100,000 entries or 7 MB).
+    pub async fn tree_recursive(&self, commit: &str) -> Result<RecursiveTree, GitHubError> {
+        let path = format!(
+            "{}/git/trees/{}?recursive=1",
+            self.repo_path(),
+            encode_path(commit)
+        );
+        self.call(Method::GET, &path, None).await
     }
 
     pub async fn create_blob(&self, content: &[u8]) -> Result<String, GitHubError> {

@@ -28,7 +28,7 @@ use http::Method;
 
 pub use auth::{Access, App, COMMAND_PERMISSIONS, REVIEW_PERMISSIONS, RepoClient};
 pub use checks::{CheckAction, CheckConclusion, CheckOutput};
-pub use git::{CreatedCommit, GitCommit, GitObject, TreeEntry};
+pub use git::{CreatedCommit, GitCommit, GitObject, ListedEntry, RecursiveTree, TreeEntry};
 pub use manifest::{ConvertedApp, convert_manifest};
 pub use pulls::{ChangedFile, FileAt};
 pub use reviews::{ReviewThread, review_marker};

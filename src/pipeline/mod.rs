@@ -4,6 +4,7 @@
 //! `review`, a `/kubeharden` command or a check-run button is `command`.
 
 mod command;
+mod render;
 mod review;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use kubeharden_core::review::Conclusion;
 use kubeharden_core::rules::Registry;
 
 pub use command::{CommandJob, run_command};
+pub use render::RenderSettings;
 pub use review::{MAX_ANNOTATIONS, ReviewRequest, review_pull_request};
 
 /// What every job shares.
@@ -40,6 +42,8 @@ pub struct JobContext {
     /// of that kind, named in a pull request, are never asked: a reference must not turn the
     /// app into a probe of its own network.
     pub oci_private_hosts: Vec<String>,
+    /// How pull requests' charts and kustomizations are rendered.
+    pub render: Arc<RenderSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +294,16 @@ async fn fetch_files(
         .changed_files(pr)
         .await
         .context("cannot list the changed files")?;
+    fetch_changed(cx, client, changed, config).await
+}
+
+/// [`fetch_files`] for a list of changed files already read.
+async fn fetch_changed(
+    cx: &JobContext,
+    client: &Arc<RepoClient>,
+    changed: Vec<crate::github::ChangedFile>,
+    config: &Config,
+) -> Result<Vec<(PrFile, String)>> {
     let wanted: Vec<_> = changed
         .into_iter()
         .filter(|f| {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{JobContext, Outcome, Permanent, base_config, fetch_files, image_facts, is_permanent};
+use super::{
+    JobContext, Outcome, Permanent, base_config, fetch_changed, image_facts, is_permanent,
+};
 use crate::github::events::{PullRequest, PullRequestEvent};
 use crate::github::{CheckAction, CheckConclusion, CheckOutput, RepoClient};
 use kubeharden_core::change::PrFile;
@@ -128,19 +130,27 @@ async fn review_with_check(
     config: &Config,
     check: u64,
 ) -> Result<Outcome> {
-    let files: Vec<PrFile> = fetch_files(cx, client, pr.number, config)
+    let changed = client
+        .changed_files(pr.number)
+        .await
+        .context("cannot list the changed files")?;
+    let files: Vec<PrFile> = fetch_changed(cx, client, changed.clone(), config)
         .await?
         .into_iter()
         .map(|(f, _)| f)
         .collect();
     let settings = config.settings();
+    let rendered =
+        super::render::render_change(cx, client, &pr.head.sha, config, &changed, settings.clone())
+            .await?
+            .unwrap_or_default();
     let facts = image_facts(cx, config, &files, &settings, true).await;
     // Linting and fixing are CPU work: keep them off the async workers.
     let plan = {
         let registry = cx.registry.clone();
         tokio::task::spawn_blocking(move || {
             let linter = Linter::new(&registry, settings).with_facts(facts);
-            review::plan(&linter, &files)
+            review::plan_rendered(&linter, &files, &rendered)
         })
         .await
         .context("the review planner panicked")?

@@ -343,6 +343,13 @@ async fn the_review_knows_each_image() {
         root.contains("the image sets no USER, so it runs as root"),
         "{root}"
     );
+    // Why the only offer is unsafe, and what would make it safe.
+    assert!(
+        root.contains("offered only as an unsafe fix")
+            && root.contains("may not be able to read or write its files")
+            && root.contains("a USER with a non-zero UID in the image makes the fix safe"),
+        "{root}"
+    );
     assert!(root.contains("run-as-root-allowed"), "{root}");
 }
 

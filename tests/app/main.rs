@@ -15,6 +15,7 @@ mod image_config;
 mod oci;
 mod payloads;
 mod recovery;
+mod render;
 mod reviews;
 mod scan;
 mod setup;

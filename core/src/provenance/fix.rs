@@ -327,10 +327,28 @@ pub fn apply(
 ) -> Result<BTreeMap<String, String>, ApplyError> {
     let mut edits: BTreeMap<&str, Vec<&Edit>> = BTreeMap::new();
     let mut created: BTreeMap<String, String> = BTreeMap::new();
-    for fix in fixes {
+    // Two fixes inserting different text at one place would both be written (two
+    // `securityContext` blocks for overlays that each fixed a shared base a little
+    // differently): that is an overlap too. The same insertion is one edit.
+    let mut inserted: BTreeMap<(&str, usize), (usize, &str)> = BTreeMap::new();
+    for (i, fix) in fixes.iter().enumerate() {
         for (path, change) in &fix.changes {
             match change {
-                FileChange::Edit(e) => edits.entry(path).or_default().extend(e),
+                FileChange::Edit(e) => {
+                    for edit in e.iter().filter(|e| e.range.is_empty()) {
+                        let at = (path.as_str(), edit.range.start());
+                        match inserted.get(&at) {
+                            Some(&(j, text)) if j != i && text != edit.content => {
+                                return Err(ApplyError::Overlap { path: path.clone() });
+                            }
+                            Some(_) => {}
+                            None => {
+                                inserted.insert(at, (i, &edit.content));
+                            }
+                        }
+                    }
+                    edits.entry(path).or_default().extend(e)
+                }
                 FileChange::Create(text) => {
                     if read(path).is_some() || created.contains_key(path) {
                         return Err(ApplyError::Exists { path: path.clone() });
@@ -514,6 +532,14 @@ mod tests {
             apply(&[&one, &two], &read),
             Err(ApplyError::Overlap { path: "f".into() })
         );
+        // Different insertions of two fixes at one place overlap; the same one is one edit.
+        let at = |text: &str| fix("f", FileChange::Edit(vec![Edit::insertion(3, text)]));
+        let (a, b, a2) = (at("x: 1\n"), at("y: 2\n"), at("x: 1\n"));
+        assert_eq!(
+            apply(&[&a, &b], &read),
+            Err(ApplyError::Overlap { path: "f".into() })
+        );
+        assert_eq!(apply(&[&a, &a2], &read).unwrap()["f"], "abcx: 1\ndef");
         let create = fix("f", FileChange::Create("z".into()));
         assert_eq!(
             apply(&[&create], &read),

@@ -7,6 +7,8 @@ mod context;
 pub mod eval;
 mod scope;
 
+pub(crate) use scope::{Seg, parse_path};
+
 use std::collections::BTreeMap;
 use std::fmt;
 

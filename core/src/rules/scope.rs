@@ -14,7 +14,7 @@ pub(crate) enum Seg {
     Each,
 }
 
-pub(super) fn parse_path(path: &str) -> Vec<Seg> {
+pub(crate) fn parse_path(path: &str) -> Vec<Seg> {
     let mut segs = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let mut rest = part;

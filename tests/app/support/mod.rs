@@ -263,6 +263,15 @@ async fn replica_with(
         scanner,
         oci_client,
         oci_private_hosts,
+        render: Arc::new(kubeharden::pipeline::RenderSettings {
+            tools: kubeharden::renderers::Tools::find(None, None),
+            options: kubeharden::renderers::Options {
+                timeout: Duration::from_secs(20),
+                concurrency: 2,
+                ..kubeharden::renderers::Options::default()
+            },
+            disabled: false,
+        }),
         limits: limits.clone(),
     };
     let credentials = Credentials {

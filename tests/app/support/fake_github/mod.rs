@@ -179,6 +179,8 @@ struct Inner {
     null_file_shas: Vec<String>,
     /// `pulls/get` answers `owner: null` in its head and base repositories.
     null_repo_owners: bool,
+    /// Recursive tree listings answered.
+    tree_listings: usize,
 }
 
 pub struct FakeGitHub {
@@ -224,6 +226,7 @@ impl FakeGitHub {
             header_violations: Vec::new(),
             null_file_shas: Vec::new(),
             null_repo_owners: false,
+            tree_listings: 0,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -367,6 +370,11 @@ impl FakeGitHub {
     /// Manifests posted to the "new app" page: (organisation, manifest, state).
     pub fn posted_manifests(&self) -> Vec<(Option<String>, Value, Option<String>)> {
         self.lock().posted_manifests.clone()
+    }
+
+    /// How many recursive tree listings the app asked for.
+    pub fn tree_listings(&self) -> usize {
+        self.lock().tree_listings
     }
 
     /// Bodies of the app's `POST /git/trees` requests.

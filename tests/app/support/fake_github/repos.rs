@@ -248,6 +248,42 @@ pub(super) fn repo_request(
                 json!({ "sha": sha, "message": message, "tree": { "sha": tree }, "html_url": format!("https://github.com/{repo_name}/commit/{sha}") }),
             )
         }
+        // GitHub takes a commit sha (or ref) for the tree too; `recursive` lists every entry
+        // with its full path, as the `git-tree` schema has it: `size` for blobs only, and
+        // `truncated` always there.
+        (Method::GET, ["git", "trees", sha])
+            if repo.commits.contains_key(*sha) || query_param(uri, "recursive").is_some() =>
+        {
+            let files = repo.commits.get(*sha).cloned();
+            let modes = repo.modes.clone();
+            let root = match files {
+                Some(files) => build_tree(s, &files, &modes),
+                None => sha.to_string(),
+            };
+            let Some(files) = s.root_files.get(&root).cloned() else {
+                return error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            s.tree_listings += 1;
+            let mut dirs = std::collections::BTreeSet::new();
+            let mut tree = Vec::new();
+            for (path, content) in &files {
+                let mut d = path.as_str();
+                while let Some((parent, _)) = d.rsplit_once('/') {
+                    dirs.insert(parent.to_string());
+                    d = parent;
+                }
+                let mode = modes.get(path).cloned().unwrap_or("100644".into());
+                let blob = blob_sha(content);
+                tree.push(json!({ "path": path, "mode": mode, "type": "blob", "sha": blob, "size": content.len(), "url": format!("https://api.github.com/repos/{repo_name}/git/blobs/{blob}") }));
+            }
+            for d in dirs {
+                tree.push(json!({ "path": d, "mode": "040000", "type": "tree", "sha": object_sha("tree", &d) }));
+            }
+            json_response(
+                StatusCode::OK,
+                json!({ "sha": root, "url": format!("https://api.github.com/repos/{repo_name}/git/trees/{root}"), "tree": tree, "truncated": false }),
+            )
+        }
         (Method::GET, ["git", "trees", sha]) => match s.trees.get(*sha) {
             Some(entries) => {
                 let tree: Vec<Value> = entries
