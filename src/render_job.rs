@@ -9,6 +9,7 @@ use std::path::Path;
 use kubeharden_core::lint::{Finding, Linter, RENDER_FAILED, RENDER_SKIPPED};
 use kubeharden_core::provenance;
 use kubeharden_core::roots::{Problem, Root, RootKind};
+use kubeharden_core::rules::Applicability;
 use kubeharden_core::source::{SourceFile, TextRange};
 
 use crate::renderers::{self, Options, Tools};
@@ -197,4 +198,51 @@ pub fn place(
             linter.diagnostic(&file, d.rule, d.range, d.message.clone())
         })
         .collect()
+}
+
+/// The confirmed source fixes of `roots` (paths relative to `dir`), rendered as `renders`:
+/// one [`Confirmed`](renderers::confirm::Confirmed) per group of roots that share files
+/// ([`roots::groups`]), the groups confirmed on every core. Fixes below `min` are not proposed.
+/// Different groups' fixes touch different files, so all of them can be written together.
+pub fn source_fixes(
+    dir: &Path,
+    roots: &[Root],
+    renders: &Renders,
+    linter: &Linter,
+    min: Applicability,
+    tools: &Tools,
+    options: &Options,
+) -> Vec<renderers::confirm::Confirmed> {
+    let by_path: HashMap<&str, &SourceFile> =
+        renders.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut jobs: Vec<Vec<(&Root, usize, renderers::Output)>> = Vec::new();
+    for group in kubeharden_core::roots::groups(roots) {
+        let mut outputs = Vec::new();
+        for root in group.into_iter().map(|i| &roots[i]) {
+            for (i, variant) in root.variants.iter().enumerate() {
+                let name = provenance::rendered_path(root, variant);
+                if let Some(file) = by_path.get(name.as_str()) {
+                    let output = renderers::Output {
+                        text: file.text.clone(),
+                        sentinel: renders.sentinel(&name).cloned(),
+                    };
+                    outputs.push((root, i, output));
+                }
+            }
+        }
+        if !outputs.is_empty() {
+            jobs.push(outputs);
+        }
+    }
+    kubeharden_core::lint::parallel_map(&jobs, |outputs| {
+        let group: Vec<renderers::confirm::Rendered> = outputs
+            .iter()
+            .map(|(root, variant, first)| renderers::confirm::Rendered {
+                root,
+                variant: *variant,
+                first,
+            })
+            .collect();
+        renderers::confirm::source_fixes(dir, &group, linter, min, tools, options)
+    })
 }

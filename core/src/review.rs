@@ -137,6 +137,8 @@ pub struct RenderedChange {
     pub workloads: usize,
     /// Why nothing was rendered, when so (a tree too large to list).
     pub note: Option<String>,
+    /// One-click suggestions of the confirmed source fixes, on the files they edit.
+    pub suggestions: Vec<crate::provenance::fix::SourceSuggestion>,
 }
 
 /// One variant of one root, for the summary.
@@ -285,9 +287,70 @@ pub fn plan_rendered(
             fingerprint,
         });
     }
-    // A rendered finding inside the diff of the file it is placed in (a values file, a patch,
-    // a template) is a comment on that line; the fix belongs to the source, not shown here.
-    for f in &rendered.findings {
+    // A confirmed source fix inside the diff of the file it edits (a values file, a patch, a
+    // template) is a suggestion there, with the rendered findings it resolves.
+    let mut suggested = vec![false; rendered.findings.len()];
+    for s in &rendered.suggestions {
+        let (indices, findings): (Vec<usize>, Vec<&Finding>) = rendered
+            .findings
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                crate::provenance::fix::RenderedFinding::of(f)
+                    .is_some_and(|k| s.resolves.contains(&k))
+            })
+            .unzip();
+        if findings.is_empty() {
+            continue;
+        }
+        fixable += findings.len();
+        let fingerprint = fingerprint(&s.path, &findings);
+        fingerprints.push(fingerprint.clone());
+        let (start, end) = (s.suggestion.start_line, s.suggestion.end_line);
+        let inside = rendered.patches.get(&s.path).is_some_and(|p| {
+            parse_hunks(p)
+                .iter()
+                .any(|h| h.start <= start && end <= h.end)
+        });
+        if !inside {
+            continue;
+        }
+        for i in indices {
+            suggested[i] = true;
+        }
+        let renders: std::collections::BTreeSet<String> = findings
+            .iter()
+            .filter_map(|f| f.render.as_ref())
+            .map(|r| {
+                format!(
+                    "found in the render of {} ({}), and confirmed by rendering again with this change",
+                    code(&r.root),
+                    escape(&r.variant)
+                )
+            })
+            .collect();
+        let notes: Vec<String> = renders.into_iter().collect();
+        comments.push(InlineComment {
+            path: s.path.clone(),
+            start_line: (start < end).then_some(start),
+            line: end,
+            body: comment_body(
+                linter.registry,
+                &findings,
+                &s.suggestion.markdown(),
+                &notes,
+                &[],
+                &fingerprint,
+            ),
+            fingerprint,
+        });
+    }
+    // Any other rendered finding inside the diff of the file it is placed in is a comment on
+    // that line.
+    for (i, f) in rendered.findings.iter().enumerate() {
+        if suggested[i] {
+            continue;
+        }
         let Some(patch) = rendered.patches.get(&f.path) else {
             continue;
         };

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use kubeharden::render_job;
-use kubeharden::renderers::confirm::{self, Confirmed};
-use kubeharden::renderers::{self, Options, Tools, read_inside};
+use kubeharden::renderers::confirm::Confirmed;
+use kubeharden::renderers::{Options, Tools, read_inside};
 use kubeharden_core::config::{self, ByteSize};
 use kubeharden_core::lint::{Linter, Report};
 use kubeharden_core::provenance;
@@ -191,10 +191,8 @@ impl GroupFixes {
     }
 }
 
-/// Propose source fixes for every group of rendered variants that share files
-/// ([`roots::groups`]) and confirm them by rendering again, the groups on every core; fixes
-/// below `min` are not proposed. Different groups' fixes touch different files, so what one
-/// group confirmed still holds when all are written.
+/// Propose source fixes for every group of rendered variants that share files and confirm
+/// them by rendering again ([`render_job::source_fixes`]); fixes below `min` are not proposed.
 pub fn source_fixes(
     plan: &Plan,
     renders: &Renders,
@@ -203,46 +201,26 @@ pub fn source_fixes(
     min: Applicability,
 ) -> Vec<GroupFixes> {
     let (tools, options) = tools_options(plan, args, linter.settings.kube_version);
-    let mut jobs = Vec::new();
-    for (tree, rendered) in plan.trees.iter().zip(&renders.trees) {
-        let by_path: std::collections::HashMap<&str, &SourceFile> = rendered
-            .files
-            .iter()
-            .map(|f| (f.path.as_str(), f))
-            .collect();
-        for group in roots::groups(&tree.roots) {
-            let mut outputs = Vec::new();
-            for root in group.into_iter().map(|i| &tree.roots[i]) {
-                for (i, variant) in root.variants.iter().enumerate() {
-                    let name = provenance::rendered_path(root, variant);
-                    if let Some(file) = by_path.get(name.as_str()) {
-                        let output = renderers::Output {
-                            text: file.text.clone(),
-                            sentinel: rendered.sentinel(&name).cloned(),
-                        };
-                        outputs.push((root, i, output));
-                    }
-                }
-            }
-            if !outputs.is_empty() {
-                jobs.push((tree, outputs));
-            }
-        }
-    }
-    kubeharden_core::lint::parallel_map(&jobs, |(tree, outputs)| {
-        let group: Vec<confirm::Rendered> = outputs
-            .iter()
-            .map(|(root, variant, first)| confirm::Rendered {
-                root,
-                variant: *variant,
-                first,
+    plan.trees
+        .iter()
+        .zip(&renders.trees)
+        .flat_map(|(tree, rendered)| {
+            render_job::source_fixes(
+                &tree.dir,
+                &tree.roots,
+                rendered,
+                linter,
+                min,
+                &tools,
+                &options,
+            )
+            .into_iter()
+            .map(|confirmed| GroupFixes {
+                dir: tree.dir.clone(),
+                confirmed,
             })
-            .collect();
-        GroupFixes {
-            dir: tree.dir.clone(),
-            confirmed: confirm::source_fixes(&tree.dir, &group, linter, min, &tools, &options),
-        }
-    })
+        })
+        .collect()
 }
 
 /// Move the findings on rendered output to the repository files they come from, and add the

@@ -12,8 +12,10 @@ use crate::render_job::{self, Status};
 use crate::renderers::{Options, Tools};
 use kubeharden_core::config::Config;
 use kubeharden_core::lint::Linter;
+use kubeharden_core::provenance::fix::{self as source_fix, RenderedFinding, SourceFix};
 use kubeharden_core::review::{RenderedChange, RootLine};
 use kubeharden_core::roots::{self, Repo, Root, RootKind, is_remote};
+use kubeharden_core::rules::Applicability;
 
 /// How the server renders: its tools and limits (`kubeharden serve --helm`, `--kustomize`,
 /// `--render-timeout`, `--render-max-output`, `--render-concurrency`).
@@ -287,16 +289,41 @@ pub(super) async fn render_change(
             &show,
         );
         report.findings.extend(failed);
+        // Fixes in the head's files, each confirmed by rendering again, as `fix` writes them.
+        let fixes: Vec<SourceFix> = render_job::source_fixes(
+            scratch.path(),
+            &reached,
+            &renders,
+            &linter,
+            Applicability::Unsafe,
+            &settings.tools,
+            &options,
+        )
+        .into_iter()
+        .flat_map(|c| c.fixes)
+        .collect();
+        let resolved: HashMap<&RenderedFinding, Applicability> = fixes
+            .iter()
+            .flat_map(|f| f.resolves.iter().map(|r| (r, f.applicability)))
+            .collect();
+        for f in &mut report.findings {
+            if let Some(a) = RenderedFinding::of(f).and_then(|k| resolved.get(&k).copied()) {
+                f.fixable = true;
+                f.applicability = Some(a);
+            }
+        }
+        let suggestions = source_fix::suggestions(&fixes, &read);
         report.findings.sort_by(|a, b| {
             (&a.path, a.start, &a.rule, &a.message).cmp(&(&b.path, b.start, &b.rule, &b.message))
         });
         kubeharden_core::provenance::merge_renders(&mut report.findings);
         drop(scratch);
-        (renders.outcomes, report)
+        (renders.outcomes, report, suggestions)
     })
     .await
     .context("the renderer panicked")?;
-    let (outcomes, report) = out;
+    let (outcomes, report, suggestions) = out;
+    rendered.suggestions = suggestions;
     rendered.files = report.files;
     rendered.workloads = report.workloads;
     rendered.findings = report.findings;

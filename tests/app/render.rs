@@ -94,8 +94,50 @@ async fn removing_run_as_non_root_from_values_is_a_finding_on_that_values_line()
         .find(|c| c.body.contains("run-as-root-allowed"))
         .unwrap_or_else(|| panic!("{:#?}", reviews[0]));
     assert_eq!(comment.path, "charts/web/values.yaml");
-    assert_eq!(comment.line, 3);
     assert!(comment.body.contains("`charts/web`"), "{}", comment.body);
+    // A one-click fix of the values file, confirmed by rendering again: committed, the values
+    // key that feeds the container's securityContext gets runAsNonRoot back.
+    let suggestion = suggestion_of(&comment.body);
+    // It lies on the `securityContext` mapping's lines (3 and 4), where the keys go.
+    let first = comment.start_line.unwrap_or(comment.line);
+    assert!(3 <= first && comment.line <= 4, "{comment:#?}");
+    let committed = commit_suggestion(VALUES_AFTER, first, comment.line, &suggestion);
+    assert!(
+        committed.starts_with("image: nginx:1.27\n\nsecurityContext:\n"),
+        "{committed}"
+    );
+    assert!(
+        committed.contains("\n  runAsNonRoot: true\n"),
+        "{committed}"
+    );
+    assert!(
+        comment.body.contains("confirmed by rendering again"),
+        "{}",
+        comment.body
+    );
+}
+
+/// The text of a comment's suggestion block.
+fn suggestion_of(body: &str) -> String {
+    let start = body
+        .find("```suggestion\n")
+        .unwrap_or_else(|| panic!("no suggestion in {body}"))
+        + "```suggestion\n".len();
+    let end = start
+        + body[start..]
+            .find("\n```")
+            .unwrap_or_else(|| panic!("an open suggestion in {body}"));
+    body[start..end].to_string()
+}
+
+/// `text` with lines `first..=last` (1-based) replaced by `suggestion`, as GitHub commits it.
+fn commit_suggestion(text: &str, first: u64, last: u64, suggestion: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = (first as usize - 1, last as usize);
+    let mut out: Vec<&str> = lines[..a].to_vec();
+    out.extend(suggestion.lines());
+    out.extend(&lines[b..]);
+    out.join("\n") + "\n"
 }
 
 const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n        - name: api\n          image: ghcr.io/acme/api:2.4.1\n";
@@ -144,6 +186,15 @@ async fn a_changed_kustomize_patch_gets_its_finding_on_the_patch() {
         (comment.path.as_str(), comment.line),
         ("prod/security.yaml", 11)
     );
+    // The fix is a suggestion on the patch line that sets the bad value.
+    let committed = commit_suggestion(
+        after,
+        comment.start_line.unwrap_or(comment.line),
+        comment.line,
+        &suggestion_of(&comment.body),
+    );
+    assert!(committed.contains("privileged: false"), "{committed}");
+    assert!(!committed.contains("privileged: true"), "{committed}");
     // The patch is read by the render; it is not linted on its own as if it were an object.
     let privileged: Vec<&serde_json::Value> = run
         .annotations

@@ -5,7 +5,7 @@ mod image;
 pub(crate) mod need;
 mod overlay;
 mod plan;
-mod policy;
+pub(crate) mod policy;
 mod spell;
 pub mod suggest;
 pub(crate) mod write;

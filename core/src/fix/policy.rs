@@ -15,7 +15,7 @@ use super::write::Action;
 
 /// Fields a container inherits from the pod's `securityContext`: one pod-level edit fixes every
 /// container that does not override it.
-pub(super) const HOISTABLE: &[&[&str]] = &[
+pub(crate) const HOISTABLE: &[&[&str]] = &[
     &["securityContext", "runAsNonRoot"],
     &["securityContext", "seccompProfile", "type"],
 ];

@@ -138,9 +138,12 @@ impl Hardening {
     }
 
     fn allows(&self, object: &str, path: &str) -> bool {
-        self.paths
-            .iter()
-            .any(|(o, h)| o == object && within(path, h))
+        let direct = |path: &str| {
+            self.paths
+                .iter()
+                .any(|(o, h)| o == object && within(path, h))
+        };
+        direct(path) || at_pod_level(path).is_some_and(|p| direct(&p))
     }
 }
 
@@ -177,6 +180,30 @@ pub fn confirm(
         }
     }
     Ok(())
+}
+
+/// For a container's setting that it inherits from the pod (`runAsNonRoot`, the seccomp
+/// profile), the same setting in the pod's `securityContext`. The plain fixer writes those
+/// once for the pod; a chart that exposes only its containers' `securityContext` takes them
+/// there, which hardens exactly as much.
+fn at_pod_level(path: &str) -> Option<String> {
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        let Some(i) = path.rfind(&format!(".{list}[")) else {
+            continue;
+        };
+        let (pod, rest) = path.split_at(i);
+        let rest = &rest[list.len() + 2..];
+        let close = rest.find(']')?;
+        let setting = rest[close + 1..].strip_prefix('.')?;
+        let keys: Vec<&str> = setting.split('.').collect();
+        if crate::fix::policy::HOISTABLE
+            .iter()
+            .any(|h| keys.starts_with(h) || h.starts_with(&keys))
+        {
+            return Some(format!("{pod}.{setting}"));
+        }
+    }
+    None
 }
 
 /// Whether `path` is `prefix` or lies inside it, at a segment boundary.
@@ -387,6 +414,80 @@ pub fn apply(
     Ok(out)
 }
 
+/// A GitHub suggestion of confirmed source fixes on one file, with the findings it resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSuggestion {
+    pub path: String,
+    pub suggestion: crate::fix::suggest::Suggestion,
+    pub resolves: Vec<RenderedFinding>,
+    pub applicability: Applicability,
+}
+
+/// One-click suggestions for `fixes`, which were confirmed together: per file, the fixes that
+/// edit only that file are applied together and the change becomes line suggestions, each
+/// carrying the findings of the fixes whose edits lie in it. A fix that creates a file or
+/// edits several is no single click (half of it would not render as confirmed): it is left to
+/// a commit of all fixes.
+pub fn suggestions(
+    fixes: &[SourceFix],
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Vec<SourceSuggestion> {
+    let mut by_path: BTreeMap<&str, Vec<&SourceFix>> = BTreeMap::new();
+    for f in fixes {
+        if let [(path, FileChange::Edit(_))] = f.changes.iter().collect::<Vec<_>>().as_slice() {
+            by_path.entry(path.as_str()).or_default().push(f);
+        }
+    }
+    let mut out = Vec::new();
+    for (path, list) in by_path {
+        let (Some(original), Ok(mut fixed)) = (read(path), apply(&list, read)) else {
+            continue;
+        };
+        let Some(fixed) = fixed.remove(path) else {
+            continue;
+        };
+        let mut found: Vec<SourceSuggestion> = crate::fix::suggest::suggestions(&original, &fixed)
+            .into_iter()
+            .map(|suggestion| SourceSuggestion {
+                path: path.to_string(),
+                suggestion,
+                resolves: Vec::new(),
+                applicability: Applicability::Safe,
+            })
+            .collect();
+        let line = |offset: usize| original[..offset.min(original.len())].matches('\n').count() + 1;
+        for fix in list {
+            let FileChange::Edit(edits) = &fix.changes[path] else {
+                continue;
+            };
+            // An insertion at a line start is anchored on the line before, as suggestions are.
+            let anchors: BTreeSet<usize> = edits
+                .iter()
+                .map(|e| {
+                    let at = line(e.range.start());
+                    let line_start = e.range.start() == 0
+                        || original.as_bytes().get(e.range.start() - 1) == Some(&b'\n');
+                    if e.range.is_empty() && line_start && at > 1 {
+                        at - 1
+                    } else {
+                        at
+                    }
+                })
+                .collect();
+            for s in found.iter_mut().filter(|s| {
+                anchors
+                    .iter()
+                    .any(|&a| s.suggestion.start_line <= a && a <= s.suggestion.end_line)
+            }) {
+                s.resolves.extend(fix.resolves.iter().cloned());
+                s.applicability = s.applicability.min(fix.applicability);
+            }
+        }
+        out.extend(found.into_iter().filter(|s| !s.resolves.is_empty()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,6 +570,31 @@ mod tests {
     }
 
     #[test]
+    fn a_setting_the_pod_would_hold_for_its_containers_may_be_set_on_a_container() {
+        // The plain fixer hoists runAsNonRoot and the seccomp profile to the pod.
+        let fixed = FIRST.replace(
+            "    spec:\n      containers:",
+            "    spec:\n      securityContext:\n        runAsNonRoot: true\n        seccompProfile: {type: RuntimeDefault}\n      containers:",
+        );
+        let h = Hardening::learn(FIRST, &fixed).unwrap();
+        let resolves = [finding("run-as-root-allowed")];
+        let on_container = FIRST.replace(
+            "            {}\n",
+            "            runAsNonRoot: true\n            seccompProfile: {type: RuntimeDefault}\n",
+        );
+        assert_eq!(
+            confirm(&resolves, &h, FIRST, Ok(&on_container), &[]),
+            Ok(())
+        );
+        // Other container settings stay outside what the fix may change.
+        let other = FIRST.replace("            {}\n", "            runAsUser: 0\n");
+        assert!(matches!(
+            confirm(&resolves, &h, FIRST, Ok(&other), &[]),
+            Err(Unconfirmed::Changed { .. })
+        ));
+    }
+
+    #[test]
     fn any_other_change_of_the_render_is_refused() {
         let h = hardening();
         let resolves = [finding("privilege-escalation-allowed")];
@@ -515,6 +641,80 @@ mod tests {
             confirm(&resolves, &h, FIRST, Ok("a: [\n"), &[]),
             Err(Unconfirmed::NotYaml(_))
         ));
+    }
+
+    #[test]
+    fn suggestions_carry_the_findings_of_the_fixes_in_them_and_skip_fixes_of_several_files() {
+        let values = "image: nginx\n\npodSecurityContext: {}\n# the container\nsecurityContext:\n  privileged: true\n";
+        let read = |p: &str| match p {
+            "values.yaml" => Some(values.to_string()),
+            "kustomization.yaml" => Some("resources: [a.yaml]\n".to_string()),
+            _ => None,
+        };
+        let at = |s: &str| values.find(s).unwrap();
+        let mut pod = fix(
+            "values.yaml",
+            FileChange::Edit(vec![Edit::replacement(
+                TextRange::new(at(" {}"), at(" {}") + 3),
+                "\n  runAsNonRoot: true",
+            )]),
+        );
+        pod.resolves = vec![finding("run-as-root-allowed")];
+        let start = at("  privileged");
+        let mut container = fix(
+            "values.yaml",
+            FileChange::Edit(vec![
+                Edit::replacement(TextRange::new(start, start + 19), "  privileged: false\n"),
+                Edit::insertion(values.len(), "  allowPrivilegeEscalation: false\n"),
+            ]),
+        );
+        container.resolves = vec![finding("privileged-container")];
+        container.applicability = Applicability::Unsafe;
+        let mut overlay = fix("patch.yaml", FileChange::Create("x: 1\n".into()));
+        overlay.changes.insert(
+            "kustomization.yaml".into(),
+            FileChange::Edit(vec![Edit::insertion(0, "patches: [patch.yaml]\n")]),
+        );
+        overlay.resolves = vec![finding("seccomp-profile-missing")];
+        let fixes = [pod, container, overlay];
+        let got = suggestions(&fixes, &read);
+        let shown: Vec<(usize, usize, &str, Vec<&str>, Applicability)> = got
+            .iter()
+            .map(|s| {
+                (
+                    s.suggestion.start_line,
+                    s.suggestion.end_line,
+                    s.suggestion.replacement.as_str(),
+                    s.resolves.iter().map(|r| r.rule.as_str()).collect(),
+                    s.applicability,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    3,
+                    3,
+                    "podSecurityContext:\n  runAsNonRoot: true\n",
+                    vec!["run-as-root-allowed"],
+                    Applicability::Safe
+                ),
+                (
+                    6,
+                    6,
+                    "  privileged: false\n  allowPrivilegeEscalation: false\n",
+                    vec!["privileged-container"],
+                    Applicability::Unsafe
+                ),
+            ]
+        );
+        // Committing both on the file gives what the two fixes write together.
+        let all: Vec<_> = got.iter().map(|s| s.suggestion.clone()).collect();
+        assert_eq!(
+            crate::fix::suggest::apply(values, &all),
+            apply(&[&fixes[0], &fixes[1]], &read).unwrap()["values.yaml"]
+        );
     }
 
     #[test]

@@ -61,6 +61,36 @@ pub fn plan(input: &PlanInput) -> Proposals {
                 "the chart has no values.yaml whose keys the sentinel render could trace".into(),
             ),
         };
+        // A setting hoisted to the pod (runAsNonRoot, seccompProfile) that no values key
+        // takes there can still go where each container's securityContext comes from, as the
+        // container-level needs it stands for: many charts expose only that one.
+        let each = match &placed {
+            Placed::Nowhere(_) if !need.from.is_empty() => match &values {
+                Some((s, stream)) if stream.errors.is_empty() => {
+                    stream.documents.first().and_then(|vdoc| {
+                        need.from
+                            .iter()
+                            .map(|n| match place(doc, n, &s.landings, &s.markers, vdoc) {
+                                Placed::Values {
+                                    marker,
+                                    path,
+                                    action,
+                                } => Some((marker, (n, path, action))),
+                                Placed::Nowhere(_) => None,
+                            })
+                            .collect::<Option<Vec<_>>>()
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(each) = each {
+            for (marker, written) in each {
+                groups.entry(marker).or_default().push(written);
+            }
+            continue;
+        }
         match placed {
             Placed::Values {
                 marker,
@@ -581,22 +611,28 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_level_need_without_a_values_key_says_what_the_chart_needs() {
+    fn a_pod_level_need_without_a_values_key_goes_to_the_containers_key() {
         let values = "securityContext: {}\n";
-        let (p, _) = proposals(values, Applicability::Unsafe);
-        // runAsNonRoot is hoisted to the pod, where no values key lands.
-        let none: Vec<&NoSourceFix> = p
-            .none
+        let (p, text) = proposals(values, Applicability::Unsafe);
+        // runAsNonRoot and the seccomp profile are hoisted to the pod by the plain fixer; no
+        // values key lands there, so they are written where the container's comes from.
+        assert!(text.contains("runAsNonRoot: true"), "{text}");
+        assert!(text.contains("type: RuntimeDefault"), "{text}");
+        let resolved: Vec<&str> = p
+            .fixes
             .iter()
-            .filter(|n| n.message.contains("pod's securityContext"))
+            .flat_map(|f| &f.resolves)
+            .map(|f| f.rule.as_str())
             .collect();
-        assert!(!none.is_empty(), "{:?}", p.none);
+        for rule in ["run-as-root-allowed", "seccomp-profile-missing"] {
+            assert!(resolved.contains(&rule), "{resolved:?}");
+        }
         assert!(
-            none[0]
-                .message
-                .contains("add one to templates/deployment.yaml"),
-            "{}",
-            none[0].message
+            p.none
+                .iter()
+                .all(|n| !n.message.contains("pod's securityContext")),
+            "{:?}",
+            p.none
         );
     }
 }
