@@ -11,7 +11,7 @@ use std::io::Read;
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode, Uri};
 use kubeharden_core::facts::{
-    ConfigSource, ExposedPort, ImageConfig, NamedIds, UserSpec, resolve_names,
+    ConfigSource, ImageConfig, NamedIds, OciImageConfig, UserSpec, resolve_names,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -71,28 +71,6 @@ struct Manifest {
     layers: Vec<Descriptor>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerConfig {
-    user: Option<String>,
-    #[serde(default)]
-    exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-    #[serde(default)]
-    volumes: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-    working_dir: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ConfigBlob {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    variant: Option<String>,
-    #[serde(default)]
-    config: Option<ContainerConfig>,
-}
-
 /// One registry conversation about one repository: where, as whom.
 struct Session<'a> {
     scheme: &'static str,
@@ -133,34 +111,11 @@ impl OciClient {
         let blob = self
             .blob(&mut s, &config.digest, MAX_CONFIG_BYTES as usize)
             .await?;
-        let parsed: ConfigBlob = serde_json::from_slice(&blob).map_err(|e| {
+        let parsed: OciImageConfig = serde_json::from_slice(&blob).map_err(|e| {
             s.target
                 .protocol(format!("the config blob is not JSON: {e}"))
         })?;
-        let inner = parsed.config.unwrap_or_default();
-        let mut ports: Vec<ExposedPort> = inner
-            .exposed_ports
-            .unwrap_or_default()
-            .keys()
-            .filter_map(|k| ExposedPort::parse(k))
-            .collect();
-        ports.sort();
-        let mut out = ImageConfig {
-            user: inner.user.filter(|u| !u.trim().is_empty()),
-            volumes: inner.volumes.unwrap_or_default().into_keys().collect(),
-            exposed_ports: ports,
-            working_dir: inner.working_dir.filter(|w| !w.is_empty()),
-            digest: Some(digest.clone()),
-            platform: {
-                let mut p = format!("{}/{}", parsed.os, parsed.architecture);
-                if let Some(v) = parsed.variant.filter(|v| !v.is_empty()) {
-                    p = format!("{p}/{v}");
-                }
-                p
-            },
-            source: Some(ConfigSource::Registry),
-            names: None,
-        };
+        let mut out = ImageConfig::from_oci(parsed, Some(digest.clone()), ConfigSource::Registry);
         if let Some(spec) = UserSpec::parse(out.user.as_deref())
             && spec.has_names()
         {
