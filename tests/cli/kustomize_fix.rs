@@ -431,3 +431,63 @@ fn a_base_two_overlays_render_is_reported_once_with_both_roots() {
         "{text}"
     );
 }
+
+/// Two overlays of one base, one of which patches the pod spec: that overlay's pod-level
+/// finding is placed at its patch, the other's at the base. Planned one overlay at a time, the
+/// two proposed different edits of the base, and the second was left out ("two fixes edit the
+/// same bytes"), its finding unfixed. Planned and confirmed as one group, every finding goes.
+#[test]
+fn overlays_that_share_a_base_are_fixed_together() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = DEPLOY
+        .replace("ghcr.io/acme/api\n", "ghcr.io/acme/api:2.4.1\n")
+        .replace(
+            "          securityContext:\n            privileged: true\n",
+            "      volumes:\n        - name: data\n          emptyDir: {}\n",
+        );
+    write(
+        dir.path(),
+        &[
+            ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+            ("base/deploy.yaml", &base),
+            (
+                "prod/kustomization.yaml",
+                "resources: [../base]\npatches:\n  - path: volume.yaml\nnamePrefix: prod-\n",
+            ),
+            (
+                "prod/volume.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      volumes:\n        - name: data\n          emptyDir: {medium: Memory}\n",
+            ),
+            (
+                "staging/kustomization.yaml",
+                "resources: [../base]\nnamePrefix: staging-\n",
+            ),
+        ],
+    );
+    let (before, _) = lint_json(dir.path(), &[]);
+    let token = findings_of(&before, "service-account-token-mounted");
+    let mut roots: Vec<&str> = token.iter().map(|f| f["root"].as_str().unwrap()).collect();
+    roots.sort();
+    assert_eq!(roots, ["prod", "staging"], "{token:#?}");
+    let out = kubeharden(&["fix", "--write", "--unsafe-fixes", "."], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("left out"), "{stderr}");
+    assert!(!stderr.contains("not confirmed"), "{stderr}");
+    let (after, _) = lint_json(dir.path(), &[]);
+    let fixed: Vec<&Value> = after
+        .iter()
+        .filter(|f| {
+            before
+                .iter()
+                .any(|b| b["fixable"] == true && b["rule"] == f["rule"])
+        })
+        .collect();
+    assert!(fixed.is_empty(), "{stderr}\n{fixed:#?}");
+    assert!(
+        findings_of(&after, "service-account-token-mounted").is_empty(),
+        "{after:#?}"
+    );
+}
