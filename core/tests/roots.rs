@@ -169,6 +169,39 @@ fn a_kustomization_loads_its_files_and_bases_transitively_and_bases_and_componen
     assert!(prod.blocked.is_empty() && prod.problems.is_empty());
 }
 
+/// Roots that load a common file are one group (their fixes are planned and confirmed
+/// together); a root that shares nothing is a group of its own.
+#[test]
+fn roots_that_share_a_file_are_grouped_and_others_stand_alone() {
+    let roots = discover(&[
+        ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+        ("base/deploy.yaml", "kind: Deployment\n"),
+        ("lib/kustomization.yaml", "resources: [cm.yaml]\n"),
+        ("lib/cm.yaml", "kind: ConfigMap\n"),
+        ("prod/kustomization.yaml", "resources: [../base]\n"),
+        // Shares nothing with prod directly, only through `lib` with `dev`.
+        ("qa/kustomization.yaml", "resources: [../lib]\n"),
+        ("dev/kustomization.yaml", "resources: [../base, ../lib]\n"),
+        ("alone/kustomization.yaml", "resources: [pod.yaml]\n"),
+        ("alone/pod.yaml", "kind: Pod\n"),
+        (
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: c\nversion: 1.0.0\n",
+        ),
+        ("chart/values.yaml", "a: 1\n"),
+    ]);
+    let dirs: Vec<&str> = roots.iter().map(|r| r.dir.as_str()).collect();
+    assert_eq!(dirs, ["alone", "chart", "dev", "prod", "qa"]);
+    let groups: Vec<Vec<&str>> = roots::groups(&roots)
+        .into_iter()
+        .map(|g| g.into_iter().map(|i| dirs[i]).collect())
+        .collect();
+    assert_eq!(
+        groups,
+        [vec!["alone"], vec!["chart"], vec!["dev", "prod", "qa"]]
+    );
+}
+
 #[test]
 fn remote_resources_and_helm_charts_are_blocked_at_their_line_and_paths_out_are_problems() {
     let text = "resources:\n  - deploy.yaml\n  - https://github.com/acme/base//deploy?ref=v1\n  - github.com/acme/other/base?ref=main\n  - ../../../../etc\nhelmCharts:\n  - name: redis\n";

@@ -229,9 +229,10 @@ struct RootsOutcome {
     errors: Vec<anyhow::Error>,
 }
 
-/// Fix the rendered roots where the user edits: the confirmed source fixes of every variant,
-/// written together per directory argument (one fix that two variants confirm is written
-/// once); a finding with no source fix gets a note saying what the chart or overlay needs.
+/// Fix the rendered roots where the user edits: the confirmed source fixes of every group of
+/// renders, written together per directory argument (each group's were confirmed together,
+/// and groups share no file); a finding with no source fix gets a note saying what the chart
+/// or overlay needs.
 fn fix_roots(
     plan: &super::render::Plan,
     renders: &super::render::Renders,
@@ -241,7 +242,7 @@ fn fix_roots(
 ) -> RootsOutcome {
     use kubeharden_core::provenance::fix::{SourceFix, apply};
     let mut outcome = RootsOutcome::default();
-    let variants = super::render::source_fixes(plan, renders, &args.render, linter, min);
+    let groups = super::render::source_fixes(plan, renders, &args.render, linter, min);
     let mut note = |n: String| {
         if !outcome.notes.contains(&n) {
             outcome.notes.push(n);
@@ -250,11 +251,11 @@ fn fix_roots(
     // Per directory argument, the fixes to write, each once.
     let mut by_dir: std::collections::BTreeMap<&std::path::Path, Vec<&SourceFix>> =
         Default::default();
-    for v in &variants {
-        let at = format!("{} ({})", v.display(&v.root), v.variant);
+    for v in &groups {
         for n in &v.confirmed.none {
             note(format!(
-                "{at}: {}: [{}] no fix in the source: {}",
+                "{}: {}: [{}] no fix in the source: {}",
+                v.at(&n.finding),
                 n.finding.object.as_deref().unwrap_or("render"),
                 n.finding.rule,
                 n.message
@@ -265,6 +266,7 @@ fn fix_roots(
                 outcome.unsafe_left += f.resolves.len();
                 continue;
             }
+            let at = f.resolves.first().map(|r| v.at(r)).unwrap_or_default();
             note(format!(
                 "{at}: {} was not confirmed by rendering again: {why}",
                 f.description
@@ -328,7 +330,7 @@ fn fix_roots(
         written.extend(chosen);
     }
     // Every variant's findings that a written fix resolves are fixed, in each variant.
-    let resolved: std::collections::HashSet<_> = variants
+    let resolved: std::collections::HashSet<_> = groups
         .iter()
         .flat_map(|v| &v.confirmed.fixes)
         .filter(|f| written.iter().any(|w| w.changes == f.changes))

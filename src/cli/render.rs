@@ -177,31 +177,31 @@ pub fn render(
     }
 }
 
-/// The confirmed source fixes of one rendered variant.
-pub struct VariantFixes {
-    /// The directory argument the root was found in.
+/// The confirmed source fixes of one group of renders that share files.
+pub struct GroupFixes {
+    /// The directory argument the roots were found in.
     pub dir: PathBuf,
-    pub root: String,
-    pub variant: String,
     pub confirmed: Confirmed,
 }
 
-impl VariantFixes {
-    /// How a repository-relative path of this variant's tree is shown.
-    pub fn display(&self, rel: &str) -> String {
-        display(&self.dir, rel)
+impl GroupFixes {
+    /// How a rendered finding's root and variant are shown: `charts/web (values.yaml)`.
+    pub fn at(&self, f: &RenderedFinding) -> String {
+        format!("{} ({})", display(&self.dir, &f.root), f.variant)
     }
 }
 
-/// Propose source fixes for every rendered variant and confirm each by rendering again
-/// (on every core); fixes below `min` are not proposed.
+/// Propose source fixes for every group of rendered variants that share files
+/// ([`roots::groups`]) and confirm them by rendering again, the groups on every core; fixes
+/// below `min` are not proposed. Different groups' fixes touch different files, so what one
+/// group confirmed still holds when all are written.
 pub fn source_fixes(
     plan: &Plan,
     renders: &Renders,
     args: &RenderArgs,
     linter: &Linter,
     min: Applicability,
-) -> Vec<VariantFixes> {
+) -> Vec<GroupFixes> {
     let (tools, options) = tools_options(plan, args, linter.settings.kube_version);
     let mut jobs = Vec::new();
     for (tree, rendered) in plan.trees.iter().zip(&renders.trees) {
@@ -210,26 +210,38 @@ pub fn source_fixes(
             .iter()
             .map(|f| (f.path.as_str(), f))
             .collect();
-        for root in &tree.roots {
-            for (i, variant) in root.variants.iter().enumerate() {
-                let name = provenance::rendered_path(root, variant);
-                if let Some(file) = by_path.get(name.as_str()) {
-                    let output = renderers::Output {
-                        text: file.text.clone(),
-                        sentinel: rendered.sentinel(&name).cloned(),
-                    };
-                    jobs.push((tree, root, i, output));
+        for group in roots::groups(&tree.roots) {
+            let mut outputs = Vec::new();
+            for root in group.into_iter().map(|i| &tree.roots[i]) {
+                for (i, variant) in root.variants.iter().enumerate() {
+                    let name = provenance::rendered_path(root, variant);
+                    if let Some(file) = by_path.get(name.as_str()) {
+                        let output = renderers::Output {
+                            text: file.text.clone(),
+                            sentinel: rendered.sentinel(&name).cloned(),
+                        };
+                        outputs.push((root, i, output));
+                    }
                 }
+            }
+            if !outputs.is_empty() {
+                jobs.push((tree, outputs));
             }
         }
     }
-    kubeharden_core::lint::parallel_map(&jobs, |(tree, root, i, output)| VariantFixes {
-        dir: tree.dir.clone(),
-        root: root.name().to_string(),
-        variant: root.variants[*i].name.clone(),
-        confirmed: confirm::source_fixes(
-            &tree.dir, root, *i, output, linter, min, &tools, &options,
-        ),
+    kubeharden_core::lint::parallel_map(&jobs, |(tree, outputs)| {
+        let group: Vec<confirm::Rendered> = outputs
+            .iter()
+            .map(|(root, variant, first)| confirm::Rendered {
+                root,
+                variant: *variant,
+                first,
+            })
+            .collect();
+        GroupFixes {
+            dir: tree.dir.clone(),
+            confirmed: confirm::source_fixes(&tree.dir, &group, linter, min, &tools, &options),
+        }
     })
 }
 
@@ -241,7 +253,7 @@ pub fn place(
     plan: &Plan,
     renders: &Renders,
     linter: &Linter,
-    fixes: &[VariantFixes],
+    fixes: &[GroupFixes],
 ) {
     for (tree, rendered) in plan.trees.iter().zip(&renders.trees) {
         let read = |rel: &str| read_inside(&tree.dir, rel);

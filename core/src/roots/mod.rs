@@ -263,6 +263,42 @@ fn found(repo: &Repo, config: &crate::config::Render) -> Vec<Root> {
     roots
 }
 
+/// The roots that share repository files, in groups: a fix of a shared file (a base two
+/// overlays load, a values file two variants read) changes every render of its group, so a
+/// group is planned and confirmed together, and different groups' fixes never touch the same
+/// file. Indices into `roots`, each group and the list in ascending order.
+pub fn groups(roots: &[Root]) -> Vec<Vec<usize>> {
+    // Union-find over the roots, joined through each file they load.
+    let mut parent: Vec<usize> = (0..roots.len()).collect();
+    fn top(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut owner: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (i, root) in roots.iter().enumerate() {
+        for file in &root.loads {
+            match owner.get(file.as_str()) {
+                Some(&j) => {
+                    let (a, b) = (top(&mut parent, i), top(&mut parent, j));
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    owner.insert(file, i);
+                }
+            }
+        }
+    }
+    let mut out: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+    for i in 0..roots.len() {
+        let t = top(&mut parent, i);
+        out.entry(t).or_default().push(i);
+    }
+    out.into_values().collect()
+}
+
 /// `a/b/c.yaml` → `a/b`; a top-level file → ``.
 pub fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
