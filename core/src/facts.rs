@@ -180,6 +180,65 @@ pub struct ImageConfig {
     pub names: Option<NamedIds>,
 }
 
+/// An OCI image configuration as JSON gives it: the registry's config blob
+/// (`application/vnd.oci.image.config.v1+json`) or go-containerregistry's `v1.ConfigFile` that
+/// Trivy prints, which share one shape: lower-case keys outside, Docker's capitalised ones in
+/// `config`. Only what [`ImageConfig::from_oci`] reads is kept.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct OciImageConfig {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    config: Option<OciContainerConfig>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OciContainerConfig {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    exposed_ports: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+    #[serde(default)]
+    volumes: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+}
+
+impl ImageConfig {
+    /// The parts of `oci` a fix depends on, for the manifest `digest`, read from `source`.
+    /// An empty `User` or `WorkingDir` is no value (Docker writes `""` for "not set"); ports
+    /// that are not numbers are dropped, the rest sorted.
+    pub fn from_oci(oci: OciImageConfig, digest: Option<String>, source: ConfigSource) -> Self {
+        let inner = oci.config.unwrap_or_default();
+        let mut exposed_ports: Vec<ExposedPort> = inner
+            .exposed_ports
+            .unwrap_or_default()
+            .keys()
+            .filter_map(|k| ExposedPort::parse(k))
+            .collect();
+        exposed_ports.sort();
+        let mut platform = format!("{}/{}", oci.os, oci.architecture);
+        if let Some(v) = oci.variant.filter(|v| !v.is_empty()) {
+            platform = format!("{platform}/{v}");
+        }
+        Self {
+            user: inner.user.filter(|u| !u.trim().is_empty()),
+            volumes: inner.volumes.unwrap_or_default().into_keys().collect(),
+            exposed_ports,
+            working_dir: inner.working_dir.filter(|w| !w.is_empty()),
+            digest,
+            platform,
+            source: Some(source),
+            names: None,
+        }
+    }
+}
+
 /// IDs of a named user and group as the image's own files give them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct NamedIds {
@@ -430,5 +489,75 @@ mod tests {
         assert_eq!(ExposedPort::parse("53/UDP").unwrap().to_string(), "53/udp");
         assert_eq!(ExposedPort::parse("8080").unwrap().to_string(), "8080/tcp");
         assert_eq!(ExposedPort::parse("http/tcp"), None);
+    }
+
+    fn oci(json: &str) -> ImageConfig {
+        let parsed: OciImageConfig = serde_json::from_str(json).unwrap();
+        ImageConfig::from_oci(parsed, Some("sha256:ab".into()), ConfigSource::Registry)
+    }
+
+    #[test]
+    fn oci_configs_read_as_fixes_need_them() {
+        let numeric = oci(
+            r#"{"os":"linux","architecture":"amd64","config":{"User":"1000:1000","WorkingDir":"/app",
+                "Volumes":{"/var/cache/app":{},"/data":{}},
+                "ExposedPorts":{"8080/tcp":{},"53/udp":{},"80":{},"http/tcp":{}}}}"#,
+        );
+        assert_eq!(
+            numeric,
+            ImageConfig {
+                user: Some("1000:1000".into()),
+                volumes: vec!["/data".into(), "/var/cache/app".into()],
+                exposed_ports: vec![
+                    ExposedPort::parse("53/udp").unwrap(),
+                    ExposedPort::parse("80/tcp").unwrap(),
+                    ExposedPort::parse("8080/tcp").unwrap(),
+                ],
+                working_dir: Some("/app".into()),
+                digest: Some("sha256:ab".into()),
+                platform: "linux/amd64".into(),
+                source: Some(ConfigSource::Registry),
+                names: None,
+            },
+            "ports sorted, a port that is not a number dropped"
+        );
+
+        let named =
+            oci(r#"{"os":"linux","architecture":"arm","variant":"v7","config":{"User":"nginx"}}"#);
+        assert_eq!(named.user.as_deref(), Some("nginx"));
+        assert_eq!(named.platform, "linux/arm/v7");
+        assert_eq!(
+            named.names, None,
+            "names are looked up by the caller, in the layers"
+        );
+
+        // Docker writes `""` for a field that is not set: root, and no working directory.
+        for json in [
+            r#"{"os":"linux","architecture":"amd64","variant":"","config":{"User":"","WorkingDir":""}}"#,
+            r#"{"os":"linux","architecture":"amd64","config":{"User":"  ","Volumes":null,"ExposedPorts":null}}"#,
+            r#"{"os":"linux","architecture":"amd64","config":null}"#,
+            r#"{"os":"linux","architecture":"amd64"}"#,
+        ] {
+            let empty = oci(json);
+            assert_eq!(
+                empty,
+                ImageConfig {
+                    digest: Some("sha256:ab".into()),
+                    platform: "linux/amd64".into(),
+                    source: Some(ConfigSource::Registry),
+                    ..ImageConfig::default()
+                },
+                "{json}"
+            );
+        }
+
+        let trivy: OciImageConfig =
+            serde_json::from_str(r#"{"os":"linux","architecture":"amd64","config":{"User":"0"}}"#)
+                .unwrap();
+        let c = ImageConfig::from_oci(trivy, None, ConfigSource::Trivy);
+        assert_eq!(
+            (c.user.as_deref(), c.digest, c.source),
+            (Some("0"), None, Some(ConfigSource::Trivy))
+        );
     }
 }

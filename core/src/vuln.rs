@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{ConfigSource, ExposedPort, ImageConfig};
+use crate::facts::{ConfigSource, ImageConfig, OciImageConfig};
 
 /// Severities as both scanners grade them, lowest first. Trivy has no `Negligible`; anything a
 /// report spells otherwise is `Unknown`.
@@ -192,32 +192,7 @@ pub fn parse_trivy(json: &[u8]) -> Result<ImageReport, ReportError> {
         #[serde(default)]
         repo_digests: Option<Vec<String>>,
         #[serde(default)]
-        image_config: Option<TrivyImageConfig>,
-    }
-    /// go-containerregistry's `v1.ConfigFile`, as Trivy prints it: lower-case keys outside,
-    /// Docker's capitalised ones in `config`.
-    #[derive(Deserialize)]
-    struct TrivyImageConfig {
-        #[serde(default)]
-        architecture: String,
-        #[serde(default)]
-        os: String,
-        #[serde(default)]
-        variant: Option<String>,
-        #[serde(default)]
-        config: Option<ContainerConfig>,
-    }
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "PascalCase")]
-    struct ContainerConfig {
-        #[serde(default)]
-        user: Option<String>,
-        #[serde(default)]
-        exposed_ports: Option<BTreeMap<String, serde::de::IgnoredAny>>,
-        #[serde(default)]
-        volumes: Option<BTreeMap<String, serde::de::IgnoredAny>>,
-        #[serde(default)]
-        working_dir: Option<String>,
+        image_config: Option<OciImageConfig>,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -284,34 +259,14 @@ pub fn parse_trivy(json: &[u8]) -> Result<ImageReport, ReportError> {
         if image.os.is_empty() || image.architecture.is_empty() {
             return None;
         }
-        let inner = image.config.unwrap_or_default();
-        let mut ports: Vec<ExposedPort> = inner
-            .exposed_ports
+        // `repo@sha256:…`: the digest Trivy resolved the reference to.
+        let digest = m
+            .repo_digests
             .unwrap_or_default()
-            .keys()
-            .filter_map(|k| ExposedPort::parse(k))
-            .collect();
-        ports.sort();
-        let mut platform = format!("{}/{}", image.os, image.architecture);
-        if let Some(v) = image.variant.filter(|v| !v.is_empty()) {
-            platform = format!("{platform}/{v}");
-        }
-        Some(ImageConfig {
-            user: inner.user.filter(|u| !u.trim().is_empty()),
-            volumes: inner.volumes.unwrap_or_default().into_keys().collect(),
-            exposed_ports: ports,
-            working_dir: inner.working_dir.filter(|w| !w.is_empty()),
-            // `repo@sha256:…`: the digest Trivy resolved the reference to.
-            digest: m
-                .repo_digests
-                .unwrap_or_default()
-                .iter()
-                .find_map(|d| d.rsplit_once('@').map(|(_, d)| d.to_string()))
-                .filter(|d| d.starts_with("sha256:")),
-            platform,
-            source: Some(ConfigSource::Trivy),
-            names: None,
-        })
+            .iter()
+            .find_map(|d| d.rsplit_once('@').map(|(_, d)| d.to_string()))
+            .filter(|d| d.starts_with("sha256:"));
+        Some(ImageConfig::from_oci(image, digest, ConfigSource::Trivy))
     });
     Ok(ImageReport {
         scanner: "Trivy".into(),
@@ -424,6 +379,7 @@ pub enum ScanOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::ExposedPort;
 
     #[test]
     fn severities_order_and_read_leniently() {

@@ -6,12 +6,14 @@
 //! downloads to storage) pass the same network guard as the registry itself and never carry
 //! its credentials to another host. Results are cached by manifest digest.
 
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode, Uri};
 use kubeharden_core::facts::{
-    ConfigSource, ExposedPort, ImageConfig, NamedIds, UserSpec, resolve_names,
+    ConfigSource, ImageConfig, Inspection, NamedIds, OciImageConfig, UserSpec, resolve_names,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -71,28 +73,6 @@ struct Manifest {
     layers: Vec<Descriptor>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerConfig {
-    user: Option<String>,
-    #[serde(default)]
-    exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-    #[serde(default)]
-    volumes: Option<std::collections::BTreeMap<String, serde_json::Value>>,
-    working_dir: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ConfigBlob {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    variant: Option<String>,
-    #[serde(default)]
-    config: Option<ContainerConfig>,
-}
-
 /// One registry conversation about one repository: where, as whom.
 struct Session<'a> {
     scheme: &'static str,
@@ -133,45 +113,15 @@ impl OciClient {
         let blob = self
             .blob(&mut s, &config.digest, MAX_CONFIG_BYTES as usize)
             .await?;
-        let parsed: ConfigBlob = serde_json::from_slice(&blob).map_err(|e| {
+        let parsed: OciImageConfig = serde_json::from_slice(&blob).map_err(|e| {
             s.target
                 .protocol(format!("the config blob is not JSON: {e}"))
         })?;
-        let inner = parsed.config.unwrap_or_default();
-        let mut ports: Vec<ExposedPort> = inner
-            .exposed_ports
-            .unwrap_or_default()
-            .keys()
-            .filter_map(|k| ExposedPort::parse(k))
-            .collect();
-        ports.sort();
-        let mut out = ImageConfig {
-            user: inner.user.filter(|u| !u.trim().is_empty()),
-            volumes: inner.volumes.unwrap_or_default().into_keys().collect(),
-            exposed_ports: ports,
-            working_dir: inner.working_dir.filter(|w| !w.is_empty()),
-            digest: Some(digest.clone()),
-            platform: {
-                let mut p = format!("{}/{}", parsed.os, parsed.architecture);
-                if let Some(v) = parsed.variant.filter(|v| !v.is_empty()) {
-                    p = format!("{p}/{v}");
-                }
-                p
-            },
-            source: Some(ConfigSource::Registry),
-            names: None,
-        };
+        let mut out = ImageConfig::from_oci(parsed, Some(digest.clone()), ConfigSource::Registry);
         if let Some(spec) = UserSpec::parse(out.user.as_deref())
             && spec.has_names()
         {
-            out.names = Some(match self.etc_files(&mut s, &manifest.layers).await {
-                Ok((passwd, group)) => resolve_names(&spec, passwd.as_deref(), group.as_deref()),
-                Err(e) => NamedIds {
-                    uid: None,
-                    gid: None,
-                    problem: Some(format!("its /etc/passwd could not be read ({e})")),
-                },
-            });
+            out.names = Some(self.names_in_layers(&mut s, &manifest.layers, &spec).await);
         }
         self.config_cache_put(digest, out.clone());
         Ok(out)
@@ -255,16 +205,23 @@ impl OciClient {
         if let Some(hit) = self.names_cache_get(&key) {
             return Ok(hit);
         }
-        let ids = match self.etc_files(&mut s, &manifest.layers).await {
-            Ok((passwd, group)) => resolve_names(&spec, passwd.as_deref(), group.as_deref()),
-            Err(e) => NamedIds {
-                uid: None,
-                gid: None,
-                problem: Some(format!("its /etc/passwd could not be read ({e})")),
-            },
-        };
+        let ids = self.names_in_layers(&mut s, &manifest.layers, &spec).await;
         self.names_cache_put(key, ids.clone());
         Ok(ids)
+    }
+
+    /// The IDs `spec` names, from the `/etc/passwd` and `/etc/group` of `layers`; a layer that
+    /// cannot be read is said in `problem`, not an error: the configuration itself was read.
+    async fn names_in_layers(
+        &self,
+        s: &mut Session<'_>,
+        layers: &[Descriptor],
+        spec: &UserSpec,
+    ) -> NamedIds {
+        match self.etc_files(s, layers).await {
+            Ok((passwd, group)) => resolve_names(spec, passwd.as_deref(), group.as_deref()),
+            Err(e) => unread_names(e),
+        }
     }
 
     fn names_cache_get(&self, key: &(String, String)) -> Option<NamedIds> {
@@ -352,16 +309,19 @@ impl OciClient {
         let uri: Uri = format!("{}://{}{path_and_query}", s.scheme, s.host)
             .parse()
             .map_err(|_| OciError::Config(format!("{path_and_query} is not a valid URL")))?;
-        let mut answer = self
-            .send(
+        let (target, at) = (&s.target, &uri);
+        let send = |authorization: Option<HeaderValue>| async move {
+            self.send(
                 Method::GET,
-                &uri,
+                at,
                 accept,
-                s.authorization.as_ref(),
+                authorization.as_ref(),
                 limit,
-                &s.target,
+                target,
             )
-            .await?;
+            .await
+        };
+        let mut answer = send(s.authorization.clone()).await?;
         if answer.status == StatusCode::UNAUTHORIZED {
             if s.authorization.is_some() {
                 self.forget_token(&s.cache_key);
@@ -370,16 +330,7 @@ impl OciClient {
                 .answer_challenge(&answer.headers, &s.cache_key, s.credentials, &s.target)
                 .await?;
             s.authorization = Some(value);
-            answer = self
-                .send(
-                    Method::GET,
-                    &uri,
-                    accept,
-                    s.authorization.as_ref(),
-                    limit,
-                    &s.target,
-                )
-                .await?;
+            answer = send(s.authorization.clone()).await?;
         }
         let mut current = uri;
         for _ in 0..MAX_REDIRECTS {
@@ -646,41 +597,60 @@ fn resolve_location(current: &Uri, location: &str) -> Option<Uri> {
     None
 }
 
-/// Read the configurations of `(image, platform)` pairs, four at a time, each bounded by the
-/// client's timeout; the client caches by manifest digest.
-pub async fn inspect_all(
-    client: &std::sync::Arc<OciClient>,
-    wanted: Vec<(String, String)>,
-) -> std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection> {
-    use kubeharden_core::facts::Inspection;
+/// IDs that could not be looked for, and why.
+fn unread_names(why: impl std::fmt::Display) -> NamedIds {
+    NamedIds {
+        uid: None,
+        gid: None,
+        problem: Some(format!("its /etc/passwd could not be read ({why})")),
+    }
+}
+
+/// Where to ask for an image as written: its registry, repository and reference (the
+/// digest it is pinned to, else its tag), or why it names none.
+struct Located {
+    domain: String,
+    path: String,
+    reference: String,
+}
+
+fn locate(image: &str) -> Result<Located, String> {
+    let r = kubeharden_core::image::parse(image)
+        .map_err(|e| format!("`{image}` is not a valid image reference: {e}"))?;
+    let reference = r
+        .digest
+        .clone()
+        .unwrap_or_else(|| r.effective_tag().to_string());
+    Ok(Located {
+        domain: r.domain,
+        path: r.path,
+        reference,
+    })
+}
+
+/// `look` on each `(image, platform)` of `wanted` with what goes with it, four images at a
+/// time, each call bounded by the client's timeout.
+async fn four_at_a_time<T, F, Fut>(
+    client: &Arc<OciClient>,
+    wanted: Vec<((String, String), T)>,
+    look: F,
+) -> BTreeMap<(String, String), Inspection>
+where
+    F: Fn(Arc<OciClient>, Result<Located, String>, String, T) -> Fut,
+    Fut: Future<Output = Inspection> + Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
-    for (image, platform) in wanted {
-        let client = client.clone();
+    let limit = Arc::new(tokio::sync::Semaphore::new(4));
+    for ((image, platform), with) in wanted {
         let limit = limit.clone();
+        // A future does nothing until polled: the work starts once the permit is held.
+        let work = look(client.clone(), locate(&image), platform.clone(), with);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let result = match kubeharden_core::image::parse(&image) {
-                Ok(r) => {
-                    let reference = r
-                        .digest
-                        .clone()
-                        .unwrap_or_else(|| r.effective_tag().to_string());
-                    client
-                        .image_config(&r.domain, &r.path, &reference, &platform)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(format!("`{image}` is not a valid image reference: {e}")),
-            };
-            let inspection = match result {
-                Ok(config) => Inspection::Read(config),
-                Err(why) => Inspection::NotChecked(why),
-            };
-            ((image, platform), inspection)
+            ((image, platform), work.await)
         });
     }
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = BTreeMap::new();
     while let Some(done) = tasks.join_next().await {
         if let Ok((key, inspection)) = done {
             out.insert(key, inspection);
@@ -689,59 +659,62 @@ pub async fn inspect_all(
     out
 }
 
-/// Complete configurations a scanner's report gave (Trivy's, which carries no files) whose
-/// `USER` names a user or group: the IDs are read from the image's layers, four images at a
-/// time, and a failure is said in `names.problem` as for a configuration read here.
-pub async fn complete_names(
-    client: &std::sync::Arc<OciClient>,
-    wanted: Vec<((String, String), ImageConfig)>,
-) -> std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection> {
-    use kubeharden_core::facts::Inspection;
-    let mut tasks = tokio::task::JoinSet::new();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
-    for ((image, platform), mut config) in wanted {
-        let client = client.clone();
-        let limit = limit.clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let user = config.user.clone().unwrap_or_default();
-            let ids = match kubeharden_core::image::parse(&image) {
-                Ok(r) => {
-                    let reference = r
-                        .digest
-                        .clone()
-                        .unwrap_or_else(|| r.effective_tag().to_string());
-                    client
-                        .named_ids(&r.domain, &r.path, &reference, &platform, &user)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(format!("`{image}` is not a valid image reference: {e}")),
-            };
-            config.names = Some(ids.unwrap_or_else(|why| NamedIds {
-                uid: None,
-                gid: None,
-                problem: Some(format!("its /etc/passwd could not be read ({why})")),
-            }));
-            ((image, platform), Inspection::Read(config))
-        });
-    }
-    let mut out = std::collections::BTreeMap::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok((key, inspection)) = done {
-            out.insert(key, inspection);
+/// Read the configurations of `(image, platform)` pairs; the client caches by manifest
+/// digest.
+pub async fn inspect_all(
+    client: &Arc<OciClient>,
+    wanted: Vec<(String, String)>,
+) -> BTreeMap<(String, String), Inspection> {
+    let wanted = wanted.into_iter().map(|key| (key, ())).collect();
+    four_at_a_time(client, wanted, |client, at, platform, ()| async move {
+        let read = match at {
+            Ok(at) => client
+                .image_config(&at.domain, &at.path, &at.reference, &platform)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        };
+        match read {
+            Ok(config) => Inspection::Read(config),
+            Err(why) => Inspection::NotChecked(why),
         }
-    }
-    out
+    })
+    .await
+}
+
+/// Complete configurations a scanner's report gave (Trivy's, which carries no files) whose
+/// `USER` names a user or group: the IDs are read from the image's layers, and a failure is
+/// said in `names.problem` as for a configuration read here.
+pub async fn complete_names(
+    client: &Arc<OciClient>,
+    wanted: Vec<((String, String), ImageConfig)>,
+) -> BTreeMap<(String, String), Inspection> {
+    four_at_a_time(
+        client,
+        wanted,
+        |client, at, platform, mut config| async move {
+            let user = config.user.clone().unwrap_or_default();
+            let ids = match at {
+                Ok(at) => client
+                    .named_ids(&at.domain, &at.path, &at.reference, &platform, &user)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(why) => Err(why),
+            };
+            config.names = Some(ids.unwrap_or_else(unread_names));
+            Inspection::Read(config)
+        },
+    )
+    .await
 }
 
 /// Every configuration of `wanted` (`(image, platform)` pairs): from the scan reports that
 /// carry one (Trivy's), the layers still read for a named user, and the rest from registries.
 pub async fn inspect_with_scans(
-    client: &std::sync::Arc<OciClient>,
+    client: &Arc<OciClient>,
     wanted: Vec<(String, String)>,
-    scans: &std::collections::BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
-) -> std::collections::BTreeMap<(String, String), kubeharden_core::facts::Inspection> {
+    scans: &BTreeMap<String, kubeharden_core::vuln::ScanOutcome>,
+) -> BTreeMap<(String, String), Inspection> {
     let split = kubeharden_core::facts::configs_from_scans(wanted, scans);
     let mut out = split.read;
     let (named, fetched) = tokio::join!(

@@ -6,6 +6,8 @@
 mod common;
 #[path = "../registry/mod.rs"]
 mod registry;
+#[path = "../render/mod.rs"]
+mod render_support;
 mod support;
 
 mod commands;

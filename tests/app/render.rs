@@ -3,23 +3,8 @@
 //! the values and patch lines they come from. Skipped when the tools are missing, unless
 //! `KUBEHARDEN_REQUIRE_RENDER=1`.
 
+use crate::render_support::tools;
 use crate::support::{Harness, REPO, pull_request_event};
-
-fn tools() -> bool {
-    let found = |name: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-    };
-    let ok = found("helm") && (found("kubectl") || found("kustomize"));
-    if !ok {
-        assert!(
-            std::env::var_os("KUBEHARDEN_REQUIRE_RENDER").is_none(),
-            "KUBEHARDEN_REQUIRE_RENDER is set but helm or kubectl is not on PATH"
-        );
-        eprintln!("helm or kubectl/kustomize not on PATH; render tests skipped");
-    }
-    ok
-}
 
 const CHART: &str = "apiVersion: v2\nname: web\nversion: 1.0.0\n";
 const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: {{ .Values.image }}\n          {{- with .Values.securityContext }}\n          securityContext:\n            {{- toYaml . | nindent 12 }}\n          {{- end }}\n";

@@ -4,20 +4,15 @@ mod kustomize_fix;
 mod readme;
 mod render;
 mod render_fix;
+#[path = "../render/mod.rs"]
+mod render_support;
 mod workloads;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn kubeharden(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubeharden"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
+use render_support::kubeharden;
 
 fn examples() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

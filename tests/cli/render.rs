@@ -7,48 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::kubeharden;
-
-pub(super) fn tools() -> bool {
-    let found = |name: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-    };
-    let ok = found("helm") && (found("kubectl") || found("kustomize"));
-    if !ok {
-        assert!(
-            std::env::var_os("KUBEHARDEN_REQUIRE_RENDER").is_none(),
-            "KUBEHARDEN_REQUIRE_RENDER is set but helm or kubectl is not on PATH"
-        );
-        eprintln!("helm or kubectl/kustomize not on PATH; render tests skipped");
-    }
-    ok
-}
-
-pub(super) fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (path, text) in files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-}
-
-pub(super) fn lint_json(dir: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
-    let mut args = vec!["lint", "--format", "json", "."];
-    args.extend_from_slice(extra);
-    let out = kubeharden(&args, dir);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (v["findings"].as_array().unwrap().clone(), v)
-}
-
-fn rules_at(findings: &[Value], path: &str) -> Vec<String> {
-    findings
-        .iter()
-        .filter(|f| f["path"] == path)
-        .map(|f| format!("{}:{}", f["line"], f["rule"].as_str().unwrap()))
-        .collect()
-}
+use super::render_support::{kubeharden, lint_json, rules_at, tools, write};
 
 const CHART: &str = "apiVersion: v2\nname: web\nversion: 1.0.0\n";
 const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: {{ .Values.image }}\n          securityContext:\n            privileged: {{ .Values.privileged }}\n";

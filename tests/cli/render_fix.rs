@@ -2,64 +2,19 @@
 //! (the values file, else the template), confirmed by rendering again. Skipped without the
 //! tools unless `KUBEHARDEN_REQUIRE_RENDER=1`.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use super::kubeharden;
-use super::render::{tools, write};
+use super::render_support::{
+    findings, helm_template, kubeharden, outside_security_contexts, tools, write,
+};
 
 const CHART: &str = "apiVersion: v2\nname: web\nversion: 1.0.0\n";
 
 const VALUES: &str = "image: nginx:1.27\n# Pod-level settings.\npodSecurityContext: {}\n# Hardening for the web container.\nsecurityContext: {} # kept as written\nreplicaCount: 1\n";
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicaCount }}\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      {{- with .Values.podSecurityContext }}\n      securityContext:\n        {{- toYaml . | nindent 8 }}\n      {{- end }}\n      containers:\n        - name: web\n          image: {{ .Values.image }}\n          securityContext:\n            {{- toYaml .Values.securityContext | nindent 12 }}\n";
-
-fn helm_template(dir: &Path) -> String {
-    let out = Command::new("helm")
-        .args(["template", "r", "web"])
-        .current_dir(dir)
-        .env("HELM_CACHE_HOME", dir.join(".helm"))
-        .env("HELM_CONFIG_HOME", dir.join(".helm"))
-        .env("HELM_DATA_HOME", dir.join(".helm"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A render without its `securityContext` blocks: what must stay the same.
-fn outside_security_contexts(render: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut inside: Option<usize> = None;
-    for line in render.lines() {
-        let indent = line.len() - line.trim_start().len();
-        if let Some(at) = inside {
-            if indent > at || line.trim().is_empty() {
-                continue;
-            }
-            inside = None;
-        }
-        if line.trim_start().starts_with("securityContext:") {
-            inside = Some(indent);
-            continue;
-        }
-        out.push(line.to_string());
-    }
-    out
-}
-
-fn findings(dir: &Path) -> Vec<Value> {
-    let out = kubeharden(&["lint", "--format", "json", "."], dir);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    v["findings"].as_array().unwrap().clone()
-}
 
 #[test]
 fn fix_write_fills_the_values_security_context_and_the_fixed_findings_are_gone() {
