@@ -309,16 +309,19 @@ impl OciClient {
         let uri: Uri = format!("{}://{}{path_and_query}", s.scheme, s.host)
             .parse()
             .map_err(|_| OciError::Config(format!("{path_and_query} is not a valid URL")))?;
-        let mut answer = self
-            .send(
+        let (target, at) = (&s.target, &uri);
+        let send = |authorization: Option<HeaderValue>| async move {
+            self.send(
                 Method::GET,
-                &uri,
+                at,
                 accept,
-                s.authorization.as_ref(),
+                authorization.as_ref(),
                 limit,
-                &s.target,
+                target,
             )
-            .await?;
+            .await
+        };
+        let mut answer = send(s.authorization.clone()).await?;
         if answer.status == StatusCode::UNAUTHORIZED {
             if s.authorization.is_some() {
                 self.forget_token(&s.cache_key);
@@ -327,16 +330,7 @@ impl OciClient {
                 .answer_challenge(&answer.headers, &s.cache_key, s.credentials, &s.target)
                 .await?;
             s.authorization = Some(value);
-            answer = self
-                .send(
-                    Method::GET,
-                    &uri,
-                    accept,
-                    s.authorization.as_ref(),
-                    limit,
-                    &s.target,
-                )
-                .await?;
+            answer = send(s.authorization.clone()).await?;
         }
         let mut current = uri;
         for _ in 0..MAX_REDIRECTS {

@@ -20,6 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use kubeharden::oci::{MANIFEST_ACCEPT, OciClient, OciError};
+use kubeharden_core::facts::ConfigSource;
 
 use crate::registry::{
     OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, digest, push_blob, put_manifest, start_registry,
@@ -198,7 +199,7 @@ const TOKEN: &str = "tok-team-app-pull";
 /// Served for `team/app:1.0` (with a digest header) and `team/app:nodigest` (without).
 const FAKE_MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
     /// 401 + `WWW-Authenticate: Bearer ...` unless `Authorization: Bearer TOKEN`.
     Bearer,
@@ -279,6 +280,7 @@ async fn start_fakes(mode: Mode, basic: Option<String>, expires_in: u64) -> Fake
     let (registry_port, registry_task) = serve(
         Router::new()
             .route("/v2/team/app/manifests/{tag}", get(manifest))
+            .route("/v2/team/app/blobs/{digest}", get(blob))
             .with_state(state.clone()),
     )
     .await;
@@ -320,19 +322,8 @@ async fn token(
     .into_response()
 }
 
-async fn manifest(
-    State(fake): State<Arc<Fake>>,
-    Path(tag): Path<String>,
-    method: axum::http::Method,
-    headers: HeaderMap,
-) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap().to_string());
-    fake.manifest_requests
-        .lock()
-        .unwrap()
-        .push((method.to_string(), authorization.clone()));
+/// The registry's 401 with its challenge, unless `authorization` is what the mode wants.
+fn refused(fake: &Fake, authorization: Option<&str>) -> Option<Response> {
     let (wanted, challenge) = match fake.mode {
         Mode::Bearer => (
             format!("Bearer {TOKEN}"),
@@ -346,13 +337,52 @@ async fn manifest(
             r#"Basic realm="fake registry""#.to_string(),
         ),
     };
-    if authorization.as_deref() != Some(wanted.as_str()) {
-        return (
+    if authorization == Some(wanted.as_str()) {
+        return None;
+    }
+    Some(
+        (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, challenge)],
             r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         )
-            .into_response();
+            .into_response(),
+    )
+}
+
+/// `{}`, the config blob [`FAKE_MANIFEST`] names, behind the same challenge as the manifests.
+async fn blob(
+    State(fake): State<Arc<Fake>>,
+    Path(wanted): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some(refused) = refused(&fake, authorization) {
+        return refused;
+    }
+    if wanted != digest(b"{}") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    "{}".into_response()
+}
+
+async fn manifest(
+    State(fake): State<Arc<Fake>>,
+    Path(tag): Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap().to_string());
+    fake.manifest_requests
+        .lock()
+        .unwrap()
+        .push((method.to_string(), authorization.clone()));
+    if let Some(refused) = refused(&fake, authorization.as_deref()) {
+        return refused;
     }
     // Like distribution: an OCI manifest only for a client that accepts it.
     let accept = headers
@@ -527,6 +557,47 @@ async fn basic_challenge_is_answered_with_configured_credentials_only() {
         .unwrap();
     assert_eq!(got, digest(FAKE_MANIFEST.as_bytes()));
     assert_eq!(fakes.token_requests(), 0);
+}
+
+/// An image's configuration is read with the credentials digest pinning uses: the registry's
+/// challenge answered (a token from the token server, or Basic), the config blob fetched with
+/// the same authorization; anonymous, refused.
+#[tokio::test]
+async fn image_config_answers_the_same_challenges_as_digest_pinning() {
+    for mode in [Mode::Bearer, Mode::Basic] {
+        let fakes = start_fakes(mode, Some(basic("bob", "hunter2")), 300).await;
+        let auth = HashMap::from([(
+            fakes.domain.clone(),
+            ("bob".to_string(), "hunter2".to_string()),
+        )]);
+        let anonymous = client(Duration::from_secs(10));
+        let err = anonymous
+            .image_config(&fakes.domain, "team/app", "1.0", "linux/amd64")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, OciError::Unauthorized { .. }),
+            "{mode:?}: {err:?}"
+        );
+
+        let client = OciClient::new(auth, Duration::from_secs(10)).unwrap();
+        let got = client
+            .image_config(&fakes.domain, "team/app", "1.0", "linux/amd64")
+            .await
+            .unwrap();
+        assert_eq!(
+            got.digest,
+            Some(digest(FAKE_MANIFEST.as_bytes())),
+            "{mode:?}"
+        );
+        assert_eq!(got.source, Some(ConfigSource::Registry));
+        assert_eq!(got.user, None, "`{{}}` sets no user");
+        // Bearer: one token refused to the anonymous client, one given, then reused for the
+        // blob. Basic: no token server at all.
+        let expected_tokens = if mode == Mode::Bearer { 2 } else { 0 };
+        assert_eq!(fakes.token_requests(), expected_tokens, "{mode:?}");
+        assert!(fakes.state.token_complaints.lock().unwrap().is_empty());
+    }
 }
 
 #[test]
