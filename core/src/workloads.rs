@@ -217,6 +217,13 @@ pub struct KindEntry {
     pub groups: Vec<String>,
     pub kinds: Vec<String>,
     pub pods: Vec<Location>,
+    /// The resource (the plural of the CustomResourceDefinition's `names`) of each namespaced
+    /// kind, `Kind: plural`, which the admission webhook's configurations route by: the API
+    /// server matches webhook rules by resource, not kind. A kind without one is linted when
+    /// sent but not routed; cluster-scoped kinds get none, as the webhook routes by namespace
+    /// label and they have no namespace.
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
     /// Where the entry came from, for messages.
     #[serde(skip)]
     pub origin: String,
@@ -230,6 +237,18 @@ impl KindEntry {
         }
         for (i, p) in self.pods.iter().enumerate() {
             p.check().map_err(|e| format!("`pods[{i}]`: {e}"))?;
+        }
+        for (kind, resource) in &self.resources {
+            if !self.kinds.contains(kind) {
+                return Err(format!(
+                    "`resources`: `{kind}` is not one of the entry's `kinds`"
+                ));
+            }
+            if !is_resource_name(resource) {
+                return Err(format!(
+                    "`resources.{kind}`: `{resource}` is not a resource name (the plural in lower case, as `kubectl api-resources` lists it)"
+                ));
+            }
         }
         Ok(())
     }
@@ -246,6 +265,15 @@ impl KindEntry {
                 .iter()
                 .any(|p| p.object.is_some() || p.path().is_wild())
     }
+}
+
+/// What Kubernetes accepts as a CustomResourceDefinition's plural: a DNS-1035 label.
+fn is_resource_name(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,6 +403,24 @@ impl WorkloadKinds {
     /// pods: the last one given for it.
     pub fn find(&self, group: &str, kind: &str) -> Option<&KindEntry> {
         self.entries.iter().rev().find(|e| e.matches(group, kind))
+    }
+
+    /// (API group, resource, kind) for each kind that an entry gives a resource, sorted. An
+    /// entry that overrides a kind's pod locations without naming its resource keeps the
+    /// resource given before: the kind is still served under it.
+    pub fn resources(&self) -> Vec<(String, String, String)> {
+        let mut out: BTreeMap<(String, String), String> = BTreeMap::new();
+        for e in &self.entries {
+            for g in &e.groups {
+                for (k, r) in &e.resources {
+                    out.insert((g.clone(), k.clone()), r.clone());
+                }
+            }
+        }
+        let mut routes: Vec<(String, String, String)> =
+            out.into_iter().map(|((g, k), r)| (g, r, k)).collect();
+        routes.sort();
+        routes
     }
 
     /// Each kind with where its entry came from, for listings.
@@ -620,5 +666,42 @@ mod tests {
         let kinds = WorkloadKinds::builtin().unwrap();
         assert!(kinds.summary().contains_key("Deployment.apps"));
         assert!(kinds.summary().contains_key("RayCluster.ray.io"));
+    }
+
+    fn entry(resources: &str) -> Result<Vec<KindEntry>, WorkloadError> {
+        let text = format!(
+            "workloads:\n  - groups: [example.com]\n    kinds: [Runner, ClusterRunner]\n    resources: {resources}\n    pods:\n      - template: spec.template\n"
+        );
+        parse_file("runner.yaml", &text)
+    }
+
+    #[test]
+    fn resources_name_kinds_of_their_entry_by_their_plural() {
+        let kinds = WorkloadKinds {
+            entries: entry("{Runner: runners}").unwrap(),
+        };
+        assert_eq!(
+            kinds.resources(),
+            vec![("example.com".into(), "runners".into(), "Runner".into())]
+        );
+        let e = entry("{Walker: walkers}").unwrap_err();
+        assert!(
+            e.message
+                .contains("`Walker` is not one of the entry's `kinds`"),
+            "{e}"
+        );
+        let e = entry("{Runner: Runners}").unwrap_err();
+        assert!(e.message.contains("is not a resource name"), "{e}");
+        let e = entry("{Runner: runners/status}").unwrap_err();
+        assert!(e.message.contains("is not a resource name"), "{e}");
+    }
+
+    #[test]
+    fn an_override_without_resources_keeps_the_kinds_resource() {
+        let mut kinds = WorkloadKinds {
+            entries: entry("{Runner: runners}").unwrap(),
+        };
+        kinds.extend(entry("{}").unwrap());
+        assert_eq!(kinds.resources().len(), 1);
     }
 }

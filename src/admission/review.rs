@@ -212,6 +212,11 @@ impl Judge {
         })
     }
 
+    /// The kinds this judge finds pods in: the registry's and the configuration's.
+    pub fn workload_kinds(&self) -> &WorkloadKinds {
+        &self.kinds
+    }
+
     pub fn decide(
         &self,
         action: Action,

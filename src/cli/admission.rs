@@ -63,6 +63,12 @@ struct ManifestsArgs {
     /// A Kubernetes version namespaces may pin with a `…-version` label (repeatable).
     #[arg(long = "version")]
     versions: Vec<kubeharden_core::k8s::KubeVersion>,
+    /// The server's `--rules` directory: its `workloads/` kinds are routed too.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The server's `--config`: its `workloads` kinds are routed too.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -103,7 +109,18 @@ struct ServeArgs {
 pub fn run(args: AdmissionArgs) -> Result<ExitCode> {
     match args.command {
         Some(AdmissionCommand::Manifests(m)) => {
+            // The kinds the server judges with the same `--rules` and `--config`.
+            let judge = Judge::load(m.config.as_deref(), super::registry(m.rules.as_deref())?)?;
+            let mut sources = String::new();
+            if let Some(dir) = &m.rules {
+                sources += &format!(" --rules {}", dir.display());
+            }
+            if let Some(file) = &m.config {
+                sources += &format!(" --config {}", file.display());
+            }
             let text = admission::manifests::render(&admission::manifests::Target {
+                kinds: judge.workload_kinds().clone(),
+                sources,
                 namespace: m.namespace,
                 service: m.service,
                 certificate: m.certificate,

@@ -150,3 +150,174 @@ async fn every_entry_is_valid_and_routes_to_a_path_the_server_answers() {
         }
     }
 }
+
+/// (API group, resource) of every rule of a webhook entry.
+fn routes(webhook: &Value) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for rule in webhook["rules"].as_array().unwrap() {
+        assert_eq!(rule["apiVersions"], serde_json::json!(["*"]));
+        for g in rule["apiGroups"].as_array().unwrap() {
+            for r in rule["resources"].as_array().unwrap() {
+                out.insert((g.as_str().unwrap().into(), r.as_str().unwrap().into()));
+            }
+        }
+    }
+    out
+}
+
+fn webhooks(text: &str) -> Vec<Value> {
+    documents(text)
+        .iter()
+        .flat_map(|d| d["webhooks"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn yaml_object(text: &str) -> Value {
+    documents(text).into_iter().next().unwrap()
+}
+
+/// Cluster-scoped kinds among the shipped ones: no namespace label can route them.
+const CLUSTER_SCOPED: [&str; 3] = [
+    "ClusterWorkflowTemplate",
+    "ClusterTrainingRuntime",
+    "ClusterTask",
+];
+
+/// Every operator kind the linter ships has a fixture (core/tests/workloads.rs checks that);
+/// each namespaced one must reach the webhook under its resource, its CRD's plural (the kind
+/// in lower case plus `s` for all of these), and the server must find its pods.
+#[tokio::test]
+async fn operators_kinds_are_routed_by_their_resources_and_judged_at_their_pods() {
+    let text = generated(&[]);
+    let entries = webhooks(&text);
+    let server = TestServer::start(None).await;
+    let mut client = server.client().await;
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("core/tests/fixtures/workloads");
+    let mut checked = 0;
+    for group in std::fs::read_dir(&dir).unwrap() {
+        let group = group.unwrap().path();
+        let group_name = group.file_name().unwrap().to_str().unwrap().to_string();
+        for file in std::fs::read_dir(&group).unwrap() {
+            let file = file.unwrap().path();
+            let kind = file.file_stem().unwrap().to_str().unwrap().to_string();
+            let route = (group_name.clone(), format!("{}s", kind.to_lowercase()));
+            if CLUSTER_SCOPED.contains(&kind.as_str()) {
+                assert!(
+                    entries.iter().all(|w| !routes(w).contains(&route)),
+                    "{kind}"
+                );
+                assert!(
+                    text.contains(&format!("{kind}.{group_name}")),
+                    "{kind} not named as unsent"
+                );
+                continue;
+            }
+            for w in &entries {
+                assert!(
+                    routes(w).contains(&route),
+                    "{} does not route {route:?}",
+                    w["name"]
+                );
+            }
+            let source = std::fs::read_to_string(&file).unwrap();
+            let privileged: usize = source
+                .lines()
+                .find_map(|l| l.strip_prefix("# privileged containers: "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let object = yaml_object(&source);
+            assert_eq!(object["kind"], kind.as_str());
+            let answer = client
+                .review(
+                    "/validate/enforce/baseline",
+                    &review("CREATE", &object, None),
+                )
+                .await;
+            let message = answer["status"]["message"].as_str().unwrap_or_default();
+            assert_eq!(answer["allowed"], false, "{group_name}/{kind}: {answer}");
+            assert_eq!(
+                message.matches("\n- privileged-container:").count(),
+                privileged,
+                "{group_name}/{kind}: {message}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked} operator kinds checked");
+}
+
+const RUNNER_CONFIG: &str = "workloads:
+  - groups: [ci.example.com]
+    kinds: [Runner]
+    resources: {Runner: runners}
+    pods:
+      - template: spec.worker.template
+";
+
+fn runner(replicas: u64) -> Value {
+    serde_json::json!({
+        "apiVersion": "ci.example.com/v1", "kind": "Runner",
+        "metadata": {"name": "build", "namespace": "ci"},
+        "spec": {"replicas": replicas, "worker": {"template": {"spec": {"containers": [{
+            "name": "job", "image": "registry.example/builder:1.0",
+            "securityContext": {"privileged": true}
+        }]}}}}
+    })
+}
+
+/// A kind of the server's `--config` is routed by `manifests --config`, and the server
+/// finds its pod where the configuration says; an UPDATE that only scales it passes.
+#[tokio::test]
+async fn a_configured_kind_is_routed_and_judged_at_its_pod() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), RUNNER_CONFIG).unwrap();
+    let path = config.path().to_str().unwrap();
+    let text = generated(&["--config", path]);
+    assert!(text.contains(&format!("--config {path}`")), "{text}");
+    let route = ("ci.example.com".to_string(), "runners".to_string());
+    for w in webhooks(&text) {
+        assert!(routes(&w).contains(&route), "{}", w["name"]);
+    }
+    assert!(
+        webhooks(&generated(&[]))
+            .iter()
+            .all(|w| !routes(w).contains(&route))
+    );
+
+    let server = TestServer::start(Some(RUNNER_CONFIG)).await;
+    let mut client = server.client().await;
+    let answer = client
+        .review(
+            "/validate/enforce/baseline",
+            &review("CREATE", &runner(1), None),
+        )
+        .await;
+    assert_eq!(answer["allowed"], false, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("privileged-container")
+            && message.contains("spec.worker.template.spec.containers[0]"),
+        "{message}"
+    );
+    let scaled = client
+        .review(
+            "/validate/enforce/baseline",
+            &review("UPDATE", &runner(3), Some(&runner(1))),
+        )
+        .await;
+    assert_eq!(scaled["allowed"], true, "{scaled}");
+    // Without the configuration the kind is not known, so not judged.
+    let plain = TestServer::start(None).await;
+    let answer = plain
+        .client()
+        .await
+        .review(
+            "/validate/enforce/baseline",
+            &review("CREATE", &runner(1), None),
+        )
+        .await;
+    assert_eq!(answer["allowed"], true, "{answer}");
+}

@@ -332,6 +332,60 @@ fn fix_write_answers_an_inline_patch_with_a_new_patch_file_listed_in_the_kustomi
     );
 }
 
+/// A patch written in flow style is edited for the value it sets, and what it cannot hold
+/// goes to a new patch. That new patch was planned on the render as if the patch's own fix
+/// were not made: with `privileged: true` still there the fixer refuses
+/// `allowPrivilegeEscalation: false` (the API server rejects the pair), so the finding was
+/// left for a second run. One run fixes every finding.
+#[test]
+fn a_flow_style_patch_and_the_new_patch_beside_it_fix_everything_in_one_run() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let patch = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  template:\n    spec:\n      containers: [{name: api, securityContext: {privileged: true}}]\n";
+    write(
+        dir.path(),
+        &[
+            ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+            ("base/deploy.yaml", HARDENED_BASE),
+            (
+                "prod/kustomization.yaml",
+                "resources: [../base]\npatches:\n  - path: flow.yaml\n",
+            ),
+            ("prod/flow.yaml", patch),
+        ],
+    );
+    let files = read_tree(dir.path());
+    let first = kustomize(dir.path(), "prod");
+    let stderr = fix_write(dir.path());
+    assert!(!stderr.contains("no fix in the source"), "{stderr}");
+    let written = read_tree(dir.path());
+    assert_eq!(
+        changed_files(&files, &written),
+        [
+            "prod/flow.yaml",
+            "prod/kubeharden-deployment-api.yaml",
+            "prod/kustomization.yaml"
+        ]
+    );
+    assert_eq!(
+        written["prod/flow.yaml"],
+        patch.replace("privileged: true", "privileged: false")
+    );
+    insta::assert_snapshot!(
+        "kustomize_patch_beside_a_flow_patch",
+        written["prod/kubeharden-deployment-api.yaml"]
+    );
+    let second = kustomize(dir.path(), "prod");
+    assert_only_hardening_changed(&first, &second);
+    let after = findings(dir.path());
+    assert!(
+        after.iter().all(|f| f["rule"] == "resource-limits-missing"),
+        "{stderr}\n{after:#?}"
+    );
+}
+
 #[test]
 fn fix_write_leaves_a_root_with_a_remote_base_untouched_and_fetches_nothing() {
     if !tools() {

@@ -90,6 +90,8 @@ pub fn plan(
     let mut to_file: BTreeMap<String, Vec<(usize, Wanted)>> = BTreeMap::new();
     let mut to_overlay: Vec<Wanted> = Vec::new();
     let mut patches: BTreeSet<String> = BTreeSet::new();
+    // The findings of each rendered document (render, document) that a file edit resolves.
+    let mut fixed: BTreeMap<(usize, usize), BTreeSet<Key>> = BTreeMap::new();
     for f in findings {
         let Some(site) = &f.render else { continue };
         let Some(index) = renders.iter().position(|r| {
@@ -186,7 +188,13 @@ pub fn plan(
         let mut resolves = Vec::new();
         for (d, w) in wanted {
             match outcome.resolved.get(&(d, w.key.clone())) {
-                Some(_) => resolves.push(w.finding),
+                Some(_) => {
+                    fixed
+                        .entry((w.render, w.doc))
+                        .or_default()
+                        .insert(w.key.clone());
+                    resolves.push(w.finding)
+                }
                 None => to_overlay.push(w),
             }
         }
@@ -208,11 +216,17 @@ pub fn plan(
         by_render.entry(w.render).or_default().push(w);
     }
     for (index, wanted) in by_render {
+        let fixed_here: BTreeMap<usize, BTreeSet<Key>> = fixed
+            .iter()
+            .filter(|((r, _), _)| *r == index)
+            .map(|((_, d), keys)| (*d, keys.clone()))
+            .collect();
         overlay_patch(
             linter,
             &renders[index],
             &streams[index],
             wanted,
+            &fixed_here,
             min,
             read,
             &mut planned,
@@ -451,12 +465,15 @@ fn line_edits(old: &str, new: &str) -> Vec<Edit> {
 }
 
 /// A new strategic-merge patch in the overlay for the findings no repository file fixes: the
-/// fixer runs on each rendered object, and what it changed becomes the patch.
+/// fixer runs on each rendered object, and what it changed becomes the patch. `fixed` holds
+/// the findings file edits resolve, by rendered document.
+#[allow(clippy::too_many_arguments)]
 fn overlay_patch(
     linter: &Linter<'_>,
     render: &Render<'_>,
     stream: &yaml::Stream,
     wanted: Vec<Wanted>,
+    fixed: &BTreeMap<usize, BTreeSet<Key>>,
     min: Applicability,
     read: &dyn Fn(&str) -> Option<String>,
     planned: &mut Planned,
@@ -486,7 +503,14 @@ fn overlay_patch(
     let mut descriptions = Vec::new();
     for (doc, wanted) in by_doc {
         let d = &stream.documents[doc];
-        let file = standalone(render.output, d);
+        let mut file = standalone(render.output, d);
+        // What the file edits fix in this object is made first: a fix may wait on another
+        // (allowPrivilegeEscalation: false on privileged: false, which a patch file gets), and
+        // the new patch holds only what is left.
+        if let Some(keys) = fixed.get(&doc) {
+            let done = fix_restricted(linter, &file, &|f| keys.contains(&key_of(f)), min);
+            file = SourceFile::new(file.path.clone(), done.text);
+        }
         let set: BTreeSet<Key> = wanted.iter().map(|w| w.key.clone()).collect();
         let outcome = fix_restricted(linter, &file, &|f| set.contains(&key_of(f)), min);
         let parse = |text: &str| {
@@ -1136,6 +1160,49 @@ mod tests {
             assert!(base.starts_with(&DEPLOY[..DEPLOY.find("        - name: log").unwrap()]));
             assert!(!base.contains("privileged"), "{base}");
         }
+    }
+
+    /// `kubectl kustomize prod` (v5.6.0) of a base and a flow-style patch that sets
+    /// `privileged: true`.
+    const FLOW_PROD: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  annotations:\n    config.kubernetes.io/origin: |\n      path: ../base/deploy.yaml\n  name: api\nspec:\n  selector:\n    matchLabels:\n      app: api\n  template:\n    metadata:\n      labels:\n        app: api\n    spec:\n      containers:\n      - image: ghcr.io/acme/api:2.4.1\n        name: api\n        securityContext:\n          privileged: true\n";
+
+    #[test]
+    fn a_new_patch_is_planned_on_the_object_as_the_patch_files_edit_leaves_it() {
+        let flow = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  template:\n    spec:\n      containers: [{name: api, securityContext: {privileged: true}}]\n";
+        let case = Case::new(
+            &[
+                ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+                (
+                    "base/deploy.yaml",
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n        - name: api\n          image: ghcr.io/acme/api:2.4.1\n",
+                ),
+                (
+                    "prod/kustomization.yaml",
+                    "resources: [../base]\npatches:\n  - path: flow.yaml\n",
+                ),
+                ("prod/flow.yaml", flow),
+            ],
+            &[("prod", FLOW_PROD)],
+        );
+        let (_, planned) = case.plan(Applicability::Unsafe);
+        // allowPrivilegeEscalation: false is refused beside privileged: true; the flow patch
+        // gets privileged: false, so the new patch may set it.
+        assert!(
+            planned
+                .none
+                .iter()
+                .all(|n| n.finding.rule != "privilege-escalation-allowed"),
+            "{planned:#?}"
+        );
+        let out = case.apply(&planned);
+        assert_eq!(
+            out["prod/flow.yaml"],
+            flow.replace("privileged: true", "privileged: false")
+        );
+        let patch = &out["prod/kubeharden-deployment-api.yaml"];
+        assert!(patch.contains("allowPrivilegeEscalation: false"), "{patch}");
+        // What the flow patch's edit fixes is not written twice.
+        assert!(!patch.contains("privileged"), "{patch}");
     }
 
     const SHARED: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n        - name: api # the service\n          image: ghcr.io/acme/api:2.4.1\n          securityContext:\n            privileged: true\n";
