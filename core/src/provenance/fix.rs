@@ -196,9 +196,10 @@ fn at_pod_level(path: &str) -> Option<String> {
         let close = rest.find(']')?;
         let setting = rest[close + 1..].strip_prefix('.')?;
         let keys: Vec<&str> = setting.split('.').collect();
+        // Leaf paths only: a container's whole `securityContext` is not the pod's setting.
         if crate::fix::policy::HOISTABLE
             .iter()
-            .any(|h| keys.starts_with(h) || h.starts_with(&keys))
+            .any(|h| keys.starts_with(h))
         {
             return Some(format!("{pod}.{setting}"));
         }
