@@ -24,6 +24,17 @@ pub enum Status {
     Skipped(String),
 }
 
+impl Status {
+    /// For a summary: `rendered`, or `render-failed`/`render-skipped` with the reason.
+    pub fn summary(&self) -> String {
+        match self {
+            Status::Rendered => "rendered".into(),
+            Status::Failed(why) => format!("render-failed: {why}"),
+            Status::Skipped(why) => format!("render-skipped: {why}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub kind: RootKind,

@@ -188,6 +188,9 @@ pub fn plan_rendered(
     let mut fixable = 0;
     let mut safe_fixable = 0;
     let mut committable = 0;
+    // Findings of renders that a suggestion fixes in the chart or overlay: committed from the
+    // suggestions, not by the app's own commit, which writes plain files only.
+    let mut rendered_fixable = 0;
     // The hunks of each file, read once: suggestions and image comments both need them.
     let hunks_of: BTreeMap<&str, Vec<Hunk>> = files
         .iter()
@@ -304,6 +307,7 @@ pub fn plan_rendered(
             continue;
         }
         fixable += findings.len();
+        rendered_fixable += findings.len();
         let fingerprint = fingerprint(&s.path, &findings);
         fingerprints.push(fingerprint.clone());
         let (start, end) = (s.suggestion.start_line, s.suggestion.end_line);
@@ -402,8 +406,14 @@ pub fn plan_rendered(
         .collect();
     let total_comments = comments.len();
     comments.truncate(MAX_COMMENTS);
-    let (check_title, mut check_summary) =
-        summary(&report, fixable, committable, safe_fixable, threshold);
+    let (check_title, mut check_summary) = summary(
+        &report,
+        fixable,
+        committable,
+        safe_fixable,
+        rendered_fixable,
+        threshold,
+    );
     check_summary.push_str(&roots_summary(rendered));
     let mut body = String::new();
     if !report.findings.is_empty() {
@@ -718,6 +728,7 @@ fn summary(
     fixable: usize,
     committable: usize,
     safe_fixable: usize,
+    rendered_fixable: usize,
     threshold: Severity,
 ) -> (String, String) {
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
@@ -768,12 +779,24 @@ fn summary(
                 if unsafe_count == 1 { "it" } else { "them" },
             );
         }
-        if committable < fixable {
+        if rendered_fixable > 0 {
+            let _ = writeln!(
+                s,
+                "{rendered_fixable} finding{} of rendered charts and kustomizations {} fixed by {} suggestion{} in the chart or overlay, confirmed by rendering again; commit {} from the review (the app's own commit writes plain manifests only).",
+                if rendered_fixable == 1 { "" } else { "s" },
+                if rendered_fixable == 1 { "is" } else { "are" },
+                if rendered_fixable == 1 { "a" } else { "the" },
+                if rendered_fixable == 1 { "" } else { "s" },
+                if rendered_fixable == 1 { "it" } else { "them" },
+            );
+        }
+        let workflows = fixable - committable - rendered_fixable;
+        if workflows > 0 {
             let _ = writeln!(
                 s,
                 "The app never commits to `.github/workflows/`: {} fix{} there must be committed by hand.",
-                fixable - committable,
-                if fixable - committable == 1 { "" } else { "es" },
+                workflows,
+                if workflows == 1 { "" } else { "es" },
             );
         }
     }

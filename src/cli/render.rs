@@ -64,6 +64,21 @@ pub struct Plan {
     kustomize_helm: bool,
 }
 
+impl Plan {
+    /// Keep only the roots `keep` accepts (those a change reaches, for a review); what they
+    /// read is all that is consumed.
+    pub fn retain_roots(&mut self, keep: impl Fn(&Root) -> bool) {
+        self.consumed.clear();
+        for tree in &mut self.trees {
+            tree.roots.retain(&keep);
+            for root in &tree.roots {
+                self.consumed
+                    .extend(root.loads.iter().map(|f| display(&tree.dir, f)));
+            }
+        }
+    }
+}
+
 /// How a repository-relative path of a tree is shown: as the directory walk shows it.
 pub fn display(dir: &Path, rel: &str) -> String {
     let p = dir.join(rel);
@@ -140,6 +155,13 @@ fn list(top: &Path, dir: &Path, out: &mut Vec<String>) {
 pub struct Renders {
     pub files: Vec<SourceFile>,
     trees: Vec<render_job::Renders>,
+}
+
+impl Renders {
+    /// What each root and variant came to.
+    pub fn outcomes(&self) -> impl Iterator<Item = &render_job::Outcome> {
+        self.trees.iter().flat_map(|t| &t.outcomes)
+    }
 }
 
 fn tools_options(

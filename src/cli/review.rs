@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use kubeharden_core::config::{CONFIG_PATHS, Config};
 use kubeharden_core::lint::Linter;
+use kubeharden_core::review::{RenderedChange, RootLine};
+use kubeharden_core::rules::Applicability;
 
 use super::registry;
 
@@ -27,6 +29,8 @@ pub struct ReviewArgs {
     rules: Option<PathBuf>,
     #[command(flatten)]
     inspect: super::InspectArgs,
+    #[command(flatten)]
+    render: super::render::RenderArgs,
 }
 
 fn git(args: &[&str]) -> Result<String> {
@@ -114,7 +118,11 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
     let linter = Linter::new(&registry, settings).with_facts(kubeharden_core::facts::Facts {
         images: std::sync::Arc::new(images),
     });
-    let plan = kubeharden_core::review::plan(&linter, &files);
+    let rendered = match args.render.render {
+        super::render::RenderMode::Auto => render_head(&args, &config, &linter, &files)?,
+        super::render::RenderMode::Never => RenderedChange::default(),
+    };
+    let plan = kubeharden_core::review::plan_rendered(&linter, &files, &rendered);
     let mut out = String::new();
     if args.json {
         let value = serde_json::json!({
@@ -164,4 +172,88 @@ pub fn run(args: ReviewArgs) -> Result<ExitCode> {
         kubeharden_core::review::Conclusion::Success => ExitCode::SUCCESS,
         kubeharden_core::review::Conclusion::Failure => ExitCode::from(1),
     })
+}
+
+/// Render the charts and kustomizations of the head that the change reaches, as the app does:
+/// the head's files (from git, not the working tree) in a scratch directory, rendered, linted,
+/// their findings placed on repository lines, and the confirmed source fixes as suggestions.
+fn render_head(
+    args: &ReviewArgs,
+    config: &Config,
+    linter: &Linter,
+    files: &[kubeharden_core::change::PrFile],
+) -> Result<RenderedChange> {
+    let scratch = tempfile::Builder::new()
+        .prefix("kubeharden-review-")
+        .tempdir()
+        .context("cannot create a scratch directory for the head")?;
+    let tar = scratch.path().join("head.tar");
+    let repo = scratch.path().join("repo");
+    std::fs::create_dir(&repo).context("cannot create a scratch directory for the head")?;
+    git(&[
+        "archive",
+        "--format=tar",
+        "-o",
+        &tar.to_string_lossy(),
+        &args.head,
+    ])?;
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&repo)
+        .output()
+        .context("cannot run tar")?;
+    if !out.status.success() {
+        bail!(
+            "cannot unpack {}: {}",
+            args.head,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // Paths are shown relative to the head's top, as the app shows them.
+    let back = std::env::current_dir().context("cannot read the current directory")?;
+    std::env::set_current_dir(&repo).context("cannot enter the scratch directory")?;
+    let result = {
+        let changed: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let mut plan = super::render::plan(&[".".into()], &args.render, &config.render);
+        plan.retain_roots(|r| changed.iter().any(|p| r.reached_by(p)));
+        let renders = super::render::render(&plan, &args.render, linter.settings.kube_version);
+        let mut report = linter.lint_files(&renders.files);
+        let fixes = super::render::source_fixes(
+            &plan,
+            &renders,
+            &args.render,
+            linter,
+            Applicability::Unsafe,
+        );
+        super::render::place(&mut report, &plan, &renders, linter, &fixes);
+        let confirmed: Vec<_> = fixes
+            .iter()
+            .flat_map(|g| g.confirmed.fixes.iter().cloned())
+            .collect();
+        let read = |p: &str| kubeharden::renderers::read_inside(std::path::Path::new("."), p);
+        RenderedChange {
+            findings: report.findings,
+            consumed: plan.consumed.clone(),
+            roots: renders
+                .outcomes()
+                .map(|o| RootLine {
+                    root: o.root.clone(),
+                    variant: o.variant.clone(),
+                    status: o.status.summary(),
+                })
+                .collect(),
+            patches: files
+                .iter()
+                .filter_map(|f| Some((f.path.clone(), f.patch.clone()?)))
+                .collect(),
+            files: renders.files.len(),
+            workloads: report.workloads,
+            note: None,
+            suggestions: kubeharden_core::provenance::fix::suggestions(&confirmed, &read),
+        }
+    };
+    std::env::set_current_dir(&back).context("cannot return to the current directory")?;
+    Ok(result)
 }

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use crate::github::{ChangedFile, RepoClient};
-use crate::render_job::{self, Status};
+use crate::render_job;
 use crate::renderers::{Options, Tools};
 use kubeharden_core::config::Config;
 use kubeharden_core::lint::Linter;
 use kubeharden_core::provenance::fix::{self as source_fix, RenderedFinding, SourceFix};
 use kubeharden_core::review::{RenderedChange, RootLine};
-use kubeharden_core::roots::{self, Repo, Root, RootKind, is_remote};
+use kubeharden_core::roots::{self, Repo, Root, is_remote};
 use kubeharden_core::rules::Applicability;
 
 /// How the server renders: its tools and limits (`kubeharden serve --helm`, `--kustomize`,
@@ -118,18 +118,6 @@ async fn fetch(
     Ok(())
 }
 
-/// Whether a changed path reaches a root: a file it reads, anything inside a chart, or the
-/// Argo CD Application or Flux HelmRelease a variant comes from.
-fn reaches(root: &Root, path: &str) -> bool {
-    root.loads.contains(path)
-        || (root.kind == RootKind::Helm
-            && (root.dir.is_empty() || path.starts_with(&format!("{}/", root.dir))))
-        || root
-            .variants
-            .iter()
-            .any(|v| v.name.split('#').next() == Some(path))
-}
-
 /// Render what the change reaches and lint it; `None` when the head has no root at all.
 pub(super) async fn render_change(
     cx: &super::JobContext,
@@ -207,7 +195,7 @@ pub(super) async fn render_change(
     let changed_paths: Vec<&str> = changed.iter().map(|f| f.filename.as_str()).collect();
     let reached: Vec<Root> = found
         .into_iter()
-        .filter(|r| changed_paths.iter().any(|p| reaches(r, p)))
+        .filter(|r| changed_paths.iter().any(|p| r.reached_by(p)))
         .collect();
     if reached.is_empty() && problems.is_empty() {
         return Ok(None);
@@ -332,11 +320,7 @@ pub(super) async fn render_change(
         .map(|o| RootLine {
             root: o.root,
             variant: o.variant,
-            status: match o.status {
-                Status::Rendered => "rendered".into(),
-                Status::Failed(why) => format!("render-failed: {why}"),
-                Status::Skipped(why) => format!("render-skipped: {why}"),
-            },
+            status: o.status.summary(),
         })
         .collect();
     Ok(Some(rendered))

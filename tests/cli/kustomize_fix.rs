@@ -526,7 +526,10 @@ fn overlays_that_share_a_base_are_fixed_together() {
     let mut roots: Vec<&str> = token.iter().map(|f| f["root"].as_str().unwrap()).collect();
     roots.sort();
     assert_eq!(roots, ["prod", "staging"], "{token:#?}");
-    let first = [kustomize(dir.path(), "prod"), kustomize(dir.path(), "staging")];
+    let first = [
+        kustomize(dir.path(), "prod"),
+        kustomize(dir.path(), "staging"),
+    ];
     fix_write(dir.path());
     for (root, first) in ["prod", "staging"].into_iter().zip(&first) {
         assert_only_hardening_changed(first, &kustomize(dir.path(), root));

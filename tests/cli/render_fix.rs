@@ -258,3 +258,84 @@ fn the_shared_gitops_charts_get_confirmed_source_fixes() {
         );
     }
 }
+
+/// `review` renders the charts the change reaches, from the head's files in git (not the
+/// working tree), as the app does: the findings on the values line, the confirmed source fix
+/// as a suggestion there, the roots in the summary. `--render never` reviews files as written.
+#[test]
+fn review_renders_the_charts_a_change_reaches_and_suggests_confirmed_fixes() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    let values = "image: nginx:1.27\n# Pod-level settings.\npodSecurityContext:\n  runAsNonRoot: true\n# Hardening for the web container.\nsecurityContext: {} # kept as written\nreplicaCount: 1\n";
+    write(
+        dir.path(),
+        &[
+            ("charts/web/Chart.yaml", CHART),
+            ("charts/web/values.yaml", values),
+            ("charts/web/templates/deployment.yaml", DEPLOYMENT),
+            ("charts/other/Chart.yaml", &CHART.replace("web", "other")),
+            ("charts/other/values.yaml", VALUES),
+            ("charts/other/templates/deployment.yaml", DEPLOYMENT),
+        ],
+    );
+    git(&["init", "-q", "-b", "main"]);
+    git(&["config", "user.email", "dev@example.com"]);
+    git(&["config", "user.name", "dev"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "base"]);
+    git(&["checkout", "-qb", "feature"]);
+    let head = values.replace(
+        "podSecurityContext:\n  runAsNonRoot: true\n",
+        "podSecurityContext: {}\n",
+    );
+    write(dir.path(), &[("charts/web/values.yaml", &head)]);
+    git(&["commit", "-qam", "head"]);
+    // The working tree is not what is reviewed.
+    write(dir.path(), &[("charts/web/values.yaml", "not: [yaml\n")]);
+
+    let out = kubeharden(&["review", "--base", "main", "--json"], dir.path());
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let summary = v["check_run"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("| `charts/web` | values.yaml | rendered |"),
+        "{summary}"
+    );
+    // Only the chart the change reaches is rendered.
+    assert!(!summary.contains("charts/other"), "{summary}");
+    let annotations = v["check_run"]["annotations"].as_array().unwrap();
+    assert!(
+        annotations
+            .iter()
+            .all(|a| a["path"].as_str().unwrap().starts_with("charts/web/")),
+        "{annotations:#?}"
+    );
+    let comments = v["review"]["comments"].as_array().unwrap();
+    let fix = comments
+        .iter()
+        .find(|c| c["body"].as_str().unwrap().contains("```suggestion"))
+        .unwrap_or_else(|| panic!("{comments:#?}"));
+    assert_eq!(fix["path"], "charts/web/values.yaml");
+    let body = fix["body"].as_str().unwrap();
+    assert!(body.contains("run-as-root-allowed"), "{body}");
+    assert!(body.contains("runAsNonRoot: true"), "{body}");
+    assert!(body.contains("confirmed by rendering again"), "{body}");
+
+    let out = kubeharden(
+        &["review", "--base", "main", "--json", "--render", "never"],
+        dir.path(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = v["check_run"]["summary"].as_str().unwrap();
+    assert!(!summary.contains("Rendered for this change"), "{summary}");
+}

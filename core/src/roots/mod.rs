@@ -122,6 +122,19 @@ impl Root {
     pub fn name(&self) -> &str {
         if self.dir.is_empty() { "." } else { &self.dir }
     }
+
+    /// Whether a change of `path` reaches the root, so that a review renders it: a file it
+    /// reads, anything inside a chart, or the Argo CD Application or Flux HelmRelease a
+    /// variant comes from.
+    pub fn reached_by(&self, path: &str) -> bool {
+        self.loads.contains(path)
+            || (self.kind == RootKind::Helm
+                && (self.dir.is_empty() || path.starts_with(&format!("{}/", self.dir))))
+            || self
+                .variants
+                .iter()
+                .any(|v| v.name.split('#').next() == Some(path))
+    }
 }
 
 /// Every root of the repository, in path order. `kind: Component` kustomizations are not
