@@ -27,7 +27,7 @@ pub enum RenderMode {
     Never,
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct RenderArgs {
     /// Render Helm charts and Kustomize roots before linting (auto), or lint files as written.
     #[arg(long, value_enum, default_value = "auto")]

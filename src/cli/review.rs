@@ -211,22 +211,28 @@ fn render_head(
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    // Paths are shown relative to the head's top, as the app shows them.
+    // Paths are shown relative to the head's top, as the app shows them; a tool named by a
+    // relative path is still the one the user meant.
     let back = std::env::current_dir().context("cannot read the current directory")?;
+    let mut render = args.render.clone();
+    for tool in [&mut render.helm, &mut render.kustomize] {
+        if let Some(p) = tool.as_mut()
+            && p.components().count() > 1
+            && p.is_relative()
+        {
+            *p = back.join(&*p);
+        }
+    }
+    let render = &render;
     std::env::set_current_dir(&repo).context("cannot enter the scratch directory")?;
     let result = {
         let changed: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        let mut plan = super::render::plan(&[".".into()], &args.render, &config.render);
+        let mut plan = super::render::plan(&[".".into()], render, &config.render);
         plan.retain_roots(|r| changed.iter().any(|p| r.reached_by(p)));
-        let renders = super::render::render(&plan, &args.render, linter.settings.kube_version);
+        let renders = super::render::render(&plan, render, linter.settings.kube_version);
         let mut report = linter.lint_files(&renders.files);
-        let fixes = super::render::source_fixes(
-            &plan,
-            &renders,
-            &args.render,
-            linter,
-            Applicability::Unsafe,
-        );
+        let fixes =
+            super::render::source_fixes(&plan, &renders, render, linter, Applicability::Unsafe);
         super::render::place(&mut report, &plan, &renders, linter, &fixes);
         let confirmed: Vec<_> = fixes
             .iter()

@@ -331,6 +331,24 @@ fn review_renders_the_charts_a_change_reaches_and_suggests_confirmed_fixes() {
     assert!(body.contains("runAsNonRoot: true"), "{body}");
     assert!(body.contains("confirmed by rendering again"), "{body}");
 
+    // A tool named by a relative path is found although the render runs elsewhere.
+    let helm = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("helm"))
+        .find(|p| p.is_file())
+        .unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    std::os::unix::fs::symlink(helm, dir.path().join("bin/helm")).unwrap();
+    let out = kubeharden(
+        &["review", "--base", "main", "--json", "--helm", "bin/helm"],
+        dir.path(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = v["check_run"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("| `charts/web` | values.yaml | rendered |"),
+        "{summary}"
+    );
+
     let out = kubeharden(
         &["review", "--base", "main", "--json", "--render", "never"],
         dir.path(),
