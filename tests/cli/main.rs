@@ -359,18 +359,7 @@ fn fix_prints_a_diff_writes_files_and_reports_what_is_left() {
 #[test]
 fn review_prints_what_the_app_would_post_from_a_local_checkout() {
     let dir = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let git = |args: &[&str]| render_support::git(dir.path(), args);
     git(&["init", "-q", "-b", "main"]);
     git(&["config", "user.email", "dev@example.com"]);
     git(&["config", "user.name", "dev"]);

@@ -268,14 +268,7 @@ fn review_renders_the_charts_a_change_reaches_and_suggests_confirmed_fixes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    };
+    let git = |args: &[&str]| super::render_support::git(dir.path(), args);
     let values = "image: nginx:1.27\n# Pod-level settings.\npodSecurityContext:\n  runAsNonRoot: true\n# Hardening for the web container.\nsecurityContext: {} # kept as written\nreplicaCount: 1\n";
     write(
         dir.path(),

@@ -15,6 +15,20 @@ use std::process::{Command, Output};
 use kubeharden_core::yaml::{self, Limits};
 use serde_json::Value;
 
+/// `git args` in `dir`, which must succeed: a repository for `review` to read.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn tools() -> bool {
     let found = |name: &str| {
         std::env::var_os("PATH")
